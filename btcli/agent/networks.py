@@ -1,0 +1,119 @@
+"""Q-networks: a torso that turns observations into features, and a (dueling) head.
+
+The split matters for transfer: fine-tuning may copy the torso only and train a fresh head.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+# MiniGrid's compact encoding: channel 0 holds object types (minigrid's OBJECT_TO_IDX has 11),
+# channel 1 holds door states (0..2) or the agent's direction (0..3).
+GRID_OBJECT_TYPES = 11
+GRID_STATES = 4
+
+
+class NatureCNN(nn.Module):
+    """The DQN torso of Mnih et al. 2015 for uint8 frame stacks [B, C, 84, 84]."""
+
+    def __init__(self, in_channels: int, out_features: int = 512):
+        super().__init__()
+        self.convs = nn.Sequential(
+            nn.Conv2d(in_channels, 32, 8, stride=4), nn.ReLU(),
+            nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(),
+            nn.Flatten(),
+        )
+        self.fc = nn.Sequential(nn.Linear(64 * 7 * 7, out_features), nn.ReLU())
+        self.out_features = out_features
+        self.channels_last = False
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        x = obs.float() / 255.0
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.fc(self.convs(x))
+
+
+class GridMLP(nn.Module):
+    """MLP torso for MiniGrid's compact grid [B, H, W, 2] (object type, state).
+
+    Each cell's (object, state) pair is looked up in a small learned table, equivalent to a
+    one-hot encoding followed by a linear map, at a fraction of the parameters.
+    """
+
+    def __init__(self, obs_shape: tuple[int, ...], hidden: int = 256, cell_dim: int = 8):
+        super().__init__()
+        height, width, _ = obs_shape
+        self.cell_codes = nn.Embedding(GRID_OBJECT_TYPES * GRID_STATES, cell_dim)
+        self.mlp = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(height * width * cell_dim, hidden), nn.ReLU(),
+            nn.Linear(hidden, hidden), nn.ReLU(),
+        )
+        self.out_features = hidden
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        codes = obs[..., 0].long() * GRID_STATES + obs[..., 1].long().clamp_(max=GRID_STATES - 1)
+        return self.mlp(self.cell_codes(codes))
+
+
+class VectorMLP(nn.Module):
+    """MLP torso for flat float observations."""
+
+    def __init__(self, in_features: int, hidden: int = 256):
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.Flatten(), nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU()
+        )
+        self.out_features = hidden
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.mlp(obs.float())
+
+
+class QHead(nn.Module):
+    """Linear or dueling Q-value head."""
+
+    def __init__(self, in_features: int, num_actions: int, dueling: bool):
+        super().__init__()
+        self.dueling = dueling
+        self.advantage = nn.Linear(in_features, num_actions)
+        self.value = nn.Linear(in_features, 1) if dueling else None
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        adv = self.advantage(features)
+        if self.value is None:
+            return adv
+        return self.value(features) + adv - adv.mean(dim=1, keepdim=True)
+
+
+class QNetwork(nn.Module):
+    """Q(s, ·) = head(torso(s))."""
+
+    def __init__(self, torso: nn.Module, head: QHead):
+        super().__init__()
+        self.torso = torso
+        self.head = head
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.head(self.torso(obs))
+
+
+def build_q_network(obs_shape: tuple[int, ...], num_actions: int, *, torso: str = "auto",
+                    hidden: int = 256, dueling: bool = True, channels_last: bool = False) -> QNetwork:
+    """The Q-network for an observation shape: CNN for frame stacks, MLP for grids and vectors."""
+    if torso == "auto":
+        torso = "cnn" if len(obs_shape) == 3 and obs_shape[-1] == obs_shape[-2] == 84 else "mlp"
+    if torso == "cnn":
+        body: nn.Module = NatureCNN(obs_shape[0])
+    elif len(obs_shape) == 3 and obs_shape[-1] == 2:
+        body = GridMLP(obs_shape, hidden)
+    else:
+        body = VectorMLP(int(torch.tensor(obs_shape).prod()), hidden)
+    net = QNetwork(body, QHead(body.out_features, num_actions, dueling))
+    if torso == "cnn" and channels_last:
+        net = net.to(memory_format=torch.channels_last)
+        body.channels_last = True
+    return net

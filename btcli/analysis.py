@@ -1,0 +1,694 @@
+"""Single-run analysis: load a run directory, summarise it, plot it, write a report.
+
+A run directory (written by the training loop) holds ``config.yaml`` and, depending on how
+far the run got, ``metrics.csv`` (one row per finished training episode), ``train.csv``
+(periodic learner statistics), ``eval.csv`` (one row per evaluation episode) and
+``summary.json`` (written last, only when the run completes). This module only reads those
+files, plus it writes ``report.png`` and ``report.md`` back into the directory on request.
+
+Honesty rules kept throughout:
+
+* a run without a readable ``summary.json`` is reported as ``'unfinished'``;
+* a figure that cannot be computed from the data present is ``None``, never a guess;
+* every number in :func:`summarize_run`'s result is a plain ``int``/``float``/``str``/``None``
+  (no numpy scalars, no NaN), so ``json.dumps(summary, allow_nan=False)`` works.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+__all__ = [
+    "AUC_BINS",
+    "BOOTSTRAP_RESAMPLES",
+    "BOOTSTRAP_SEED",
+    "EVAL_COLUMNS",
+    "METRICS_COLUMNS",
+    "TRAIN_COLUMNS",
+    "RunData",
+    "RunDirError",
+    "bootstrap_ci",
+    "learning_curve",
+    "load_run",
+    "plot_learning_curve",
+    "render_summary_table",
+    "report_run",
+    "summarize_run",
+    "write_markdown",
+]
+
+# Columns the training loop writes. Missing files give empty frames with these columns;
+# extra columns found in a file (added by later versions) are kept as they are.
+METRICS_COLUMNS = ["step", "episode", "env_index", "return", "length", "time"]
+TRAIN_COLUMNS = ["step", "time", "sps", "epsilon", "loss", "q_mean", "updates", "replay_size"]
+EVAL_COLUMNS = ["step", "episode", "return", "length", "epsilon", "checkpoint"]
+_TEXT_COLUMNS = {"checkpoint"}
+
+AUC_BINS = 20
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 0
+
+PLOT_FILE = "report.png"
+MARKDOWN_FILE = "report.md"
+
+
+class RunDirError(ValueError):
+    """The path is not a readable btcli run directory. The message is a single line."""
+
+
+@dataclass
+class RunData:
+    """Everything read from one run directory.
+
+    ``metrics``, ``train`` and ``eval`` are never ``None``: a missing or empty file gives an
+    empty frame with the expected columns. ``summary`` is ``None`` when ``summary.json`` is
+    absent or unreadable (the run is then unfinished). ``notes`` lists problems met while
+    loading (malformed lines skipped, unreadable summary, ...).
+    """
+
+    path: Path
+    config: dict
+    metrics: pd.DataFrame
+    train: pd.DataFrame
+    eval: pd.DataFrame
+    summary: dict | None
+    notes: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _not_a_run(path: Path, why: str) -> RunDirError:
+    return RunDirError(
+        f"'{path}' is not a btcli run directory ({why}); pass the directory a btcli "
+        "training command wrote (it holds config.yaml, metrics.csv, ...)"
+    )
+
+
+def _empty_frame(columns: list[str]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {c: pd.Series(dtype=object if c in _TEXT_COLUMNS else float) for c in columns}
+    )
+
+
+def _read_csv(path: Path, columns: list[str], notes: list[str]) -> pd.DataFrame:
+    """Read one of the run's CSV files, tolerating absence, emptiness and a torn last line."""
+    if not path.is_file():
+        return _empty_frame(columns)
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        notes.append(f"{path.name}: unreadable ({_one_line(exc)})")
+        return _empty_frame(columns)
+    # The loop appends whole lines; a last line without a newline is being written (or was
+    # cut when the process died): its numbers may be truncated, so it is dropped.
+    if text and not text.endswith("\n") and "\n" in text:
+        text = text[: text.rindex("\n") + 1]
+        notes.append(f"{path.name}: incomplete last line ignored")
+    if not text.strip():
+        return _empty_frame(columns)
+    try:
+        df = pd.read_csv(io.StringIO(text))
+    except pd.errors.EmptyDataError:
+        return _empty_frame(columns)
+    except pd.errors.ParserError:
+        df = pd.read_csv(io.StringIO(text), on_bad_lines="skip")
+        notes.append(f"{path.name}: malformed lines skipped")
+    for c in columns:
+        if c not in df.columns:
+            df[c] = pd.Series(dtype=object if c in _TEXT_COLUMNS else float)
+        elif c not in _TEXT_COLUMNS:
+            df[c] = pd.to_numeric(df[c], errors="coerce")
+    return df
+
+
+def load_run(path: str | os.PathLike) -> RunData:
+    """Read a run directory. Raises :class:`RunDirError` when ``config.yaml`` is missing or
+    unreadable; every other file is optional."""
+    path = Path(path)
+    cfg_path = path / "config.yaml"
+    if not path.is_dir():
+        raise _not_a_run(path, "no such directory" if not path.exists() else "not a directory")
+    if not cfg_path.is_file():
+        raise _not_a_run(path, "no config.yaml")
+    try:
+        config = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        msg = _one_line(exc)
+        raise _not_a_run(path, f"config.yaml unreadable: {msg[:160]}") from None
+    if not isinstance(config, dict):
+        raise _not_a_run(path, "config.yaml is not a mapping")
+
+    notes: list[str] = []
+    metrics = _read_csv(path / "metrics.csv", METRICS_COLUMNS, notes)
+    train = _read_csv(path / "train.csv", TRAIN_COLUMNS, notes)
+    evals = _read_csv(path / "eval.csv", EVAL_COLUMNS, notes)
+
+    summary = None
+    sum_path = path / "summary.json"
+    if sum_path.is_file():
+        try:
+            loaded = json.loads(sum_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            notes.append(f"summary.json: unreadable ({_one_line(exc)[:120]}), run treated as unfinished")
+        else:
+            if isinstance(loaded, dict):
+                summary = loaded
+            else:
+                notes.append("summary.json: not a JSON object, run treated as unfinished")
+    return RunData(path, config, metrics, train, evals, summary, notes)
+
+
+# --------------------------------------------------------------------------------------
+# Statistics
+# --------------------------------------------------------------------------------------
+
+
+def _finite(value: Any) -> float | None:
+    """A plain finite float, or None (for None, NaN, inf, non-numbers, bools)."""
+    if value is None or isinstance(value, (bool, np.bool_)):
+        return None
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _int_or_none(value: Any) -> int | None:
+    f = _finite(value)
+    return None if f is None else int(round(f))
+
+
+def _jsonable(obj: Any) -> Any:
+    """Recursively turn numpy/pandas scalars into plain Python and NaN/inf into None."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return _finite(obj)
+    if obj is None or isinstance(obj, str):
+        return obj
+    if isinstance(obj, os.PathLike):
+        return str(obj)
+    return str(obj)
+
+
+def _episodes(run: RunData) -> pd.DataFrame:
+    """Training episodes with a finite step and return, in step order (stable)."""
+    m = run.metrics
+    if m.empty:
+        return m
+    ok = np.isfinite(m["step"].to_numpy(dtype=float)) & np.isfinite(m["return"].to_numpy(dtype=float))
+    return m.loc[ok].sort_values("step", kind="stable").reset_index(drop=True)
+
+
+def bootstrap_ci(
+    values, *, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED, level: float = 0.95
+) -> tuple[float, float] | None:
+    """Percentile bootstrap confidence interval of the mean of ``values``.
+
+    Deterministic (fixed ``seed``). Returns ``None`` for fewer than two finite values.
+    """
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    n = x.size
+    if n < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    means = np.empty(resamples)
+    chunk = max(1, 2_000_000 // n)  # bound memory for large samples
+    for start in range(0, resamples, chunk):
+        stop = min(resamples, start + chunk)
+        idx = rng.integers(0, n, size=(stop - start, n))
+        means[start:stop] = x[idx].mean(axis=1)
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.percentile(means, [100 * alpha, 100 * (1 - alpha)])
+    return float(lo), float(hi)
+
+
+def _binned_auc(steps: np.ndarray, returns: np.ndarray, budget: float, bins: int = AUC_BINS):
+    """(auc, non_empty_bins); see :func:`summarize_run` for the definition."""
+    if budget is None or budget <= 0 or steps.size == 0:
+        return None, 0
+    idx = np.floor(steps * bins / budget).astype(np.int64)
+    idx = np.clip(idx, 0, bins - 1)
+    sums = np.bincount(idx, weights=returns, minlength=bins)
+    counts = np.bincount(idx, minlength=bins)
+    filled = counts > 0
+    return float(np.mean(sums[filled] / counts[filled])), int(filled.sum())
+
+
+def _max_step(run: RunData) -> float | None:
+    vals = []
+    for df in (run.metrics, run.train, run.eval):
+        if not df.empty:
+            s = df["step"].to_numpy(dtype=float)
+            s = s[np.isfinite(s)]
+            if s.size:
+                vals.append(float(s.max()))
+    if run.summary is not None and _finite(run.summary.get("steps")) is not None:
+        vals.append(_finite(run.summary.get("steps")))
+    return max(vals) if vals else None
+
+
+def _last_eval(run: RunData) -> dict:
+    out = {"eval_step": None, "eval_return_mean": None, "eval_return_std": None, "eval_episodes": None}
+    e = run.eval
+    if e.empty:
+        return out
+    step = e["step"].to_numpy(dtype=float)
+    ret = e["return"].to_numpy(dtype=float)
+    ok = np.isfinite(step) & np.isfinite(ret)
+    if not ok.any():
+        return out
+    last = step[ok].max()
+    r = ret[ok & (step == last)]
+    out["eval_step"] = int(last)
+    out["eval_return_mean"] = float(r.mean())
+    out["eval_return_std"] = float(r.std(ddof=1)) if r.size > 1 else None
+    out["eval_episodes"] = int(r.size)
+    return out
+
+
+def summarize_run(run: RunData, window: int = 100) -> dict:
+    """Headline figures of one run, as a JSON-serialisable dict (``None`` where unknown).
+
+    Keys:
+
+    * ``path``, ``env_id``, ``command``, ``mode``, ``seed`` -- from the config.
+    * ``status`` -- ``'complete'`` if ``summary.json`` was read and its ``status`` (if any)
+      is ``'complete'``, else ``'unfinished'``.
+    * ``steps_done`` -- the largest env step seen in metrics/train/eval CSVs or in
+      ``summary.json``'s ``steps``; ``steps_budget`` -- ``config['steps']``.
+    * ``episodes`` -- finished training episodes (rows of metrics.csv with a step and return).
+    * ``window`` -- the requested window; ``return_last_n`` -- episodes actually averaged
+      (``min(window, episodes)``).
+    * ``return_last_mean`` -- mean raw return of the last ``window`` training episodes (in
+      step order); ``return_last_ci95`` -- ``[lo, hi]``, percentile bootstrap 95% CI of that
+      mean (2000 resamples, RNG seed 0), ``None`` with fewer than 2 episodes.
+    * ``return_best_mean`` -- the best rolling mean over ``window`` consecutive episodes
+      (over all episodes when there are fewer than ``window``).
+    * ``auc`` -- area under the learning curve, normalised to a mean return: the step budget
+      ``[0, steps_budget]`` is cut into 20 equal bins, bin ``k`` holding the episodes whose
+      end step ``s`` satisfies ``k*B/20 <= s < (k+1)*B/20`` (episodes at or past the budget,
+      possible with vectorised envs, count in the last bin); the mean return is taken per
+      bin and ``auc`` is the unweighted mean over the non-empty bins. ``auc_bins`` is the
+      number of non-empty bins (below 20 for an unfinished run, whose auc covers only the
+      part of the budget it reached). ``None`` without a budget or without episodes.
+    * ``eval_step``, ``eval_return_mean``, ``eval_return_std`` (sample std, ddof=1; ``None``
+      with one episode), ``eval_episodes`` -- from the eval.csv rows at the LAST eval step.
+    * ``mean_sps`` -- ``summary.json``'s ``mean_sps``, else the mean of train.csv's ``sps``.
+    * ``wall_time_s`` -- ``summary.json``'s ``wall_time_s``, else the latest ``time`` logged
+      in metrics/train CSVs (elapsed time so far for an unfinished run).
+    * ``notes`` -- list of human-readable caveats (unfinished run, short window, ...).
+    """
+    if int(window) < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    window = int(window)
+    cfg = run.config
+    env_cfg = cfg.get("env")
+    env_id = env_cfg.get("id") if isinstance(env_cfg, dict) else (env_cfg if isinstance(env_cfg, str) else None)
+    notes = list(run.notes)
+
+    summ = run.summary
+    if summ is None:
+        status = "unfinished"
+        notes.append("no summary.json: run unfinished (still running or killed)")
+    elif summ.get("status", "complete") != "complete":
+        status = "unfinished"
+        notes.append(f"summary.json status is {summ.get('status')!r}, not 'complete'")
+    else:
+        status = "complete"
+
+    budget = _finite(cfg.get("steps"))
+    steps_done = _max_step(run)
+
+    ep = _episodes(run)
+    n = len(ep)
+    returns = ep["return"].to_numpy(dtype=float) if n else np.empty(0)
+    steps = ep["step"].to_numpy(dtype=float) if n else np.empty(0)
+
+    last_n = min(window, n)
+    last_mean = last_ci = best = None
+    if n:
+        tail = returns[-last_n:]
+        last_mean = float(tail.mean())
+        ci = bootstrap_ci(tail)
+        last_ci = list(ci) if ci is not None else None
+        best = float(pd.Series(returns).rolling(last_n, min_periods=last_n).mean().max())
+        if n < window:
+            notes.append(f"only {n} episodes (< window {window}): last/best means use all of them")
+    else:
+        notes.append("no finished training episodes in metrics.csv")
+
+    auc, auc_bins = _binned_auc(steps, returns, budget)
+    if auc is not None and auc_bins < AUC_BINS:
+        notes.append(f"auc averages {auc_bins} of {AUC_BINS} step bins (the others have no episodes)")
+
+    ev = _last_eval(run)
+    if ev["eval_step"] is None:
+        notes.append("no evaluation episodes")
+
+    mean_sps = _finite(summ.get("mean_sps")) if summ else None
+    if mean_sps is None and not run.train.empty:
+        sps = run.train["sps"].to_numpy(dtype=float)
+        sps = sps[np.isfinite(sps)]
+        mean_sps = float(sps.mean()) if sps.size else None
+
+    wall = _finite(summ.get("wall_time_s")) if summ else None
+    if wall is None:
+        times = [
+            df["time"].to_numpy(dtype=float) for df in (run.metrics, run.train) if not df.empty
+        ]
+        times = np.concatenate(times) if times else np.empty(0)
+        times = times[np.isfinite(times)]
+        wall = float(times.max()) if times.size else None
+
+    out = {
+        "path": str(run.path),
+        "env_id": env_id,
+        "command": cfg.get("command"),
+        "mode": cfg.get("mode"),
+        "seed": cfg.get("seed"),
+        "status": status,
+        "steps_done": None if steps_done is None else int(steps_done),
+        "steps_budget": None if budget is None else int(budget),
+        "episodes": n,
+        "window": window,
+        "return_last_n": last_n,
+        "return_last_mean": last_mean,
+        "return_last_ci95": last_ci,
+        "return_best_mean": best,
+        "auc": auc,
+        "auc_bins": auc_bins,
+        **ev,
+        "mean_sps": mean_sps,
+        "wall_time_s": wall,
+        "notes": notes,
+    }
+    return _jsonable(out)
+
+
+def learning_curve(run: RunData, bins: int = 50) -> pd.DataFrame:
+    """Binned training curve: returns of finished episodes, averaged in equal step bins.
+
+    The range ``[0, last episode step]`` is cut into ``bins`` equal bins; empty bins are
+    dropped. Columns: ``step`` (bin centre), ``return_mean``, ``return_lo``/``return_hi``
+    (normal-approximation 95% CI of the bin mean, ``mean +- 1.96 * std / sqrt(n)``; NaN for a
+    bin with a single episode) and ``n`` (episodes in the bin).
+    """
+    if int(bins) < 1:
+        raise ValueError(f"bins must be >= 1, got {bins}")
+    bins = int(bins)
+    cols = ["step", "return_mean", "return_lo", "return_hi", "n"]
+    ep = _episodes(run)
+    if ep.empty:
+        return pd.DataFrame({c: pd.Series(dtype=float) for c in cols})
+    steps = ep["step"].to_numpy(dtype=float)
+    rets = ep["return"].to_numpy(dtype=float)
+    upper = max(float(steps.max()), 0.0)
+    if upper > 0:
+        idx = np.clip(np.floor(steps * bins / upper).astype(np.int64), 0, bins - 1)
+        width = upper / bins
+    else:
+        idx = np.zeros(steps.size, dtype=np.int64)
+        width = 0.0
+    g = pd.DataFrame({"bin": idx, "r": rets}).groupby("bin")["r"]
+    stats = g.agg(["mean", "std", "count"])
+    half = 1.96 * stats["std"] / np.sqrt(stats["count"])
+    return pd.DataFrame(
+        {
+            "step": (stats.index.to_numpy(dtype=float) + 0.5) * width,
+            "return_mean": stats["mean"].to_numpy(),
+            "return_lo": (stats["mean"] - half).to_numpy(),
+            "return_hi": (stats["mean"] + half).to_numpy(),
+            "n": stats["count"].to_numpy(dtype=int),
+        }
+    ).reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------
+# Outputs
+# --------------------------------------------------------------------------------------
+
+
+def _title(run: RunData, status: str | None = None) -> str:
+    cfg = run.config
+    env_cfg = cfg.get("env")
+    env_id = env_cfg.get("id") if isinstance(env_cfg, dict) else env_cfg
+    parts = [str(env_id if env_id is not None else "unknown env")]
+    if cfg.get("mode") is not None:
+        parts.append(str(cfg.get("mode")))
+    if cfg.get("seed") is not None:
+        parts.append(f"seed {cfg.get('seed')}")
+    title = " | ".join(parts)
+    if status == "unfinished":
+        title += " (unfinished)"
+    return title
+
+
+def plot_learning_curve(run: RunData, out_path: str | os.PathLike, *, bins: int = 50) -> Path:
+    """Write a PNG (150 dpi) of the training return curve (mean with 95% band) against env
+    steps, with evaluation means +- std at each eval step. Uses the Agg canvas directly, so
+    no global matplotlib backend is touched."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import EngFormatter
+
+    out_path = Path(out_path)
+    status = "complete" if (run.summary is not None and run.summary.get("status", "complete") == "complete") else "unfinished"
+    curve = learning_curve(run, bins=bins)
+
+    fig = Figure(figsize=(6.4, 4.0), dpi=150, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    plotted = False
+    if not curve.empty:
+        ax.plot(curve["step"], curve["return_mean"], color="C0", lw=1.8, label="train (binned mean)")
+        ax.fill_between(
+            curve["step"], curve["return_lo"], curve["return_hi"], color="C0", alpha=0.25, lw=0,
+            label="train 95% CI",
+        )
+        plotted = True
+    e = run.eval
+    if not e.empty:
+        ev = e[np.isfinite(e["step"].to_numpy(dtype=float)) & np.isfinite(e["return"].to_numpy(dtype=float))]
+        if not ev.empty:
+            g = ev.groupby("step")["return"].agg(["mean", "std"])
+            ax.errorbar(
+                g.index.to_numpy(dtype=float), g["mean"].to_numpy(), yerr=g["std"].fillna(0.0).to_numpy(),
+                fmt="o", color="C3", ms=4, capsize=3, lw=1.2, label="eval (mean ± std)",
+            )
+            plotted = True
+    budget = _finite(run.config.get("steps"))
+    if budget:
+        right = max(budget, float(curve["step"].max()) if not curve.empty else 0.0)
+        ax.set_xlim(0, right * 1.02)
+        if status == "unfinished":
+            ax.axvline(budget, color="0.5", ls="--", lw=1, label="step budget")
+    if not plotted:
+        ax.text(0.5, 0.5, "no finished episodes yet", transform=ax.transAxes, ha="center", va="center", color="0.4")
+    ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+    ax.set_xlabel("environment steps", fontsize=11)
+    ax.set_ylabel("episode return (raw score)", fontsize=11)
+    ax.set_title(_title(run, status), fontsize=12)
+    ax.tick_params(labelsize=9)
+    ax.grid(True, alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=9, frameon=False, loc="best")
+
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    fig.savefig(tmp, format="png", dpi=150)
+    os.replace(tmp, out_path)
+    return out_path
+
+
+def _fmt_num(v: Any, *, grouped: bool = True) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, int):
+        return f"{v:,}" if grouped else str(v)
+    if isinstance(v, float):
+        if abs(v) >= 100:
+            return f"{v:,.1f}"
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _summary_rows(s: dict) -> list[tuple[str, str]]:
+    """(label, value) pairs shared by the terminal table and the markdown report."""
+    steps = _fmt_num(s.get("steps_done"))
+    if s.get("steps_budget"):
+        steps += f" / {_fmt_num(s.get('steps_budget'))}"
+        if s.get("steps_done") is not None:
+            steps += f" ({100.0 * s['steps_done'] / s['steps_budget']:.0f}%)"
+    last = _fmt_num(s.get("return_last_mean"))
+    if s.get("return_last_ci95"):
+        lo, hi = s["return_last_ci95"]
+        last += f"  [95% CI {_fmt_num(lo)}, {_fmt_num(hi)}]"
+    ev = "n/a"
+    if s.get("eval_return_mean") is not None:
+        ev = _fmt_num(s["eval_return_mean"])
+        if s.get("eval_return_std") is not None:
+            ev += f" ± {_fmt_num(s['eval_return_std'])}"
+        ev += f"  ({s.get('eval_episodes')} ep. at step {_fmt_num(s.get('eval_step'))})"
+    auc = _fmt_num(s.get("auc"))
+    if s.get("auc") is not None:
+        auc += f"  ({s.get('auc_bins')}/{AUC_BINS} bins)"
+    wall = s.get("wall_time_s")
+    wall_s = "n/a" if wall is None else f"{wall:,.0f} s ({wall / 3600:.2f} h)"
+    cmd = " / ".join(str(x) for x in (s.get("command"), s.get("mode")) if x is not None) or "n/a"
+    return [
+        ("env", str(s.get("env_id") if s.get("env_id") is not None else "n/a")),
+        ("command / mode", cmd),
+        ("seed", _fmt_num(s.get("seed"), grouped=False)),
+        ("status", str(s.get("status"))),
+        ("env steps", steps),
+        ("training episodes", _fmt_num(s.get("episodes"))),
+        (f"return, last {s.get('return_last_n')} episodes", last),
+        (f"best rolling mean ({s.get('return_last_n')} ep.)", _fmt_num(s.get("return_best_mean"))),
+        ("AUC (mean binned return)", auc),
+        ("eval return (last eval)", ev),
+        ("mean env steps/s", _fmt_num(s.get("mean_sps"))),
+        ("wall time", wall_s),
+    ]
+
+
+def render_summary_table(summary: dict):
+    """A ``rich.table.Table`` of the summary figures for the terminal."""
+    from rich.table import Table
+
+    status = summary.get("status")
+    table = Table(title=f"run {summary.get('path')}", show_header=True, header_style="bold")
+    table.add_column("metric", style="cyan", no_wrap=True)
+    table.add_column("value")
+    for label, value in _summary_rows(summary):
+        if label == "status":
+            value = f"[green]{value}[/green]" if status == "complete" else f"[yellow]{value}[/yellow]"
+        table.add_row(label, value)
+    notes = summary.get("notes") or []
+    if notes:
+        table.caption = "; ".join(notes)
+    return table
+
+
+def _flatten(d: dict, prefix: str = "") -> list[tuple[str, Any]]:
+    items: list[tuple[str, Any]] = []
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            items.extend(_flatten(v, key + "."))
+        else:
+            items.append((key, v))
+    return items
+
+
+def _md_cell(v: Any) -> str:
+    if isinstance(v, (list, tuple)):
+        v = ", ".join(str(x) for x in v)
+    text = "n/a" if v is None else str(v)
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def write_markdown(
+    run: RunData, summary: dict, out_path: str | os.PathLike, *, plot_path: str | os.PathLike | None = None
+) -> Path:
+    """Write a short markdown report: summary table, the learning-curve PNG (embedded by a
+    path relative to the markdown file), caveats and the config's hyperparameters.
+
+    ``plot_path`` defaults to ``summary['files']['plot']`` if set, else ``<run>/report.png``
+    when that file exists (no image link is written otherwise)."""
+    out_path = Path(out_path)
+    if plot_path is None:
+        plot_path = (summary.get("files") or {}).get("plot")
+        if plot_path is None and (run.path / PLOT_FILE).is_file():
+            plot_path = run.path / PLOT_FILE
+
+    lines = [f"# Run report: {_title(run)}", ""]
+    status = summary.get("status")
+    if status != "complete":
+        lines += ["> **Unfinished run** (no complete `summary.json`): figures cover only the data logged so far.", ""]
+    lines += [f"Run directory: `{run.path}`", "", "| metric | value |", "|---|---|"]
+    lines += [f"| {_md_cell(k)} | {_md_cell(v)} |" for k, v in _summary_rows(summary)]
+    lines.append("")
+    if plot_path is not None:
+        rel = os.path.relpath(Path(plot_path).resolve(), out_path.parent.resolve())
+        lines += [f"![learning curve]({Path(rel).as_posix()})", ""]
+    notes = summary.get("notes") or []
+    if notes:
+        lines += ["## Caveats", ""] + [f"- {n}" for n in notes] + [""]
+    lines += [
+        "Definitions: *last* = mean raw return of the last episodes (percentile bootstrap 95% CI, "
+        f"{BOOTSTRAP_RESAMPLES} resamples); *AUC* = mean over the non-empty of {AUC_BINS} equal "
+        "step bins of [0, budget] of the per-bin mean training return; eval figures come from "
+        "the last evaluation step.",
+        "",
+    ]
+
+    cfg = run.config
+    hyper = [(k, v) for k, v in cfg.items() if k not in ("meta", "env", "agent") and not isinstance(v, dict)]
+    for section in ("env", "agent"):
+        if isinstance(cfg.get(section), dict):
+            hyper += _flatten(cfg[section], section + ".")
+    for k, v in cfg.items():
+        if k not in ("meta", "env", "agent") and isinstance(v, dict):
+            hyper += _flatten(v, k + ".")
+    if hyper:
+        lines += ["## Configuration", "", "| key | value |", "|---|---|"]
+        lines += [f"| {_md_cell(k)} | {_md_cell(v)} |" for k, v in hyper]
+        lines.append("")
+    meta = cfg.get("meta")
+    if isinstance(meta, dict) and meta:
+        lines += ["## Provenance", ""]
+        for k, v in _flatten(meta):
+            if k == "argv" and isinstance(v, (list, tuple)):
+                lines.append(f"- argv: `{' '.join(str(x) for x in v)}`")
+            else:
+                lines.append(f"- {k}: {_md_cell(v)}")
+        lines.append("")
+
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    tmp.write_text("\n".join(lines), encoding="utf-8")
+    os.replace(tmp, out_path)
+    return out_path
+
+
+def report_run(path: str | os.PathLike, *, write_files: bool = True, window: int = 100) -> dict:
+    """Load, summarise and (when ``write_files``) write ``report.png`` and ``report.md`` into
+    the run directory. Returns the summary dict with ``files``: ``{'plot': ..., 'markdown':
+    ...}`` (paths as strings; empty when nothing was written)."""
+    run = load_run(path)
+    summary = summarize_run(run, window=window)
+    summary["files"] = {}
+    if write_files:
+        png = plot_learning_curve(run, run.path / PLOT_FILE)
+        summary["files"]["plot"] = str(png)
+        md = write_markdown(run, summary, run.path / MARKDOWN_FILE, plot_path=png)
+        summary["files"]["markdown"] = str(md)
+    return summary

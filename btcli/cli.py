@@ -1,0 +1,220 @@
+"""The `btcli` command line: parse, resolve a config, call one function per subcommand.
+
+No RL logic lives here. Every user-fixable problem becomes one line on stderr and a
+non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+
+from btcli.config import RunConfig, all_keys, build_config, from_dict, help_text, load_yaml_overrides, parse_set_items, to_dict
+from btcli.errors import BtcliError
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    help="Behavior Transfer experiments: pre-train without rewards, transfer by FT, BT or BT+FT.",
+)
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+
+TRANSFER_MODES = ("scratch",)
+
+
+def _overrides(config: Optional[Path], flags: dict[str, Any], sets: list[str]) -> dict[str, Any]:
+    """Flat overrides in precedence order: YAML file, then flags that were given, then --set."""
+    merged: dict[str, Any] = {}
+    if config is not None:
+        merged.update(load_yaml_overrides(config))
+    merged.update({k: v for k, v in flags.items() if v is not None})
+    merged.update(parse_set_items(sets))
+    return merged
+
+
+def _default_out(cfg: RunConfig) -> Path:
+    env = cfg.env.id.replace("ALE/", "").replace("/", "-")
+    return Path("runs") / f"{cfg.command}-{cfg.mode}-{env}-s{cfg.seed}"
+
+
+def _resume_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
+    """The saved config of a run; the command line may extend ``steps`` but change nothing else."""
+    from btcli.runs import RunDir
+
+    saved = RunDir.open_existing(run_dir).read_config()
+    cfg = build_config(overrides, base=from_dict(saved))
+    before = from_dict(saved)
+    for key in all_keys():
+        old, new = _get(before, key), _get(cfg, key)
+        if old != new and key != "steps":
+            raise BtcliError(
+                f"--resume: '{key}' is {old!r} in the saved run but {new!r} on the command line; "
+                "drop the option (a run keeps its config) or start a new run with another --out")
+    return cfg
+
+
+def _get(cfg: Any, key: str) -> Any:
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def _fail(e: BtcliError) -> None:
+    err.print(f"btcli: error: {e}", soft_wrap=True)
+    raise typer.Exit(e.exit_code)
+
+
+@app.command()
+def transfer(
+    mode: str = typer.Option("scratch", help="who learns from what: scratch (from random weights, epsilon-greedy)"),
+    env: Optional[str] = typer.Option(None, "--env", help="environment id, e.g. ALE/Breakout-v5 or MiniGrid-FourRooms-v0"),
+    steps: Optional[int] = typer.Option(None, help="environment steps to train for"),
+    seed: Optional[int] = typer.Option(None, help="seed of networks, exploration and environments"),
+    out: Optional[Path] = typer.Option(None, help="run directory (default runs/<command>-<mode>-<env>-s<seed>)"),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML file of config keys (see `btcli keys`)"),
+    set_: list[str] = typer.Option([], "--set", help="override a config key: --set agent.lr=1e-4 (repeatable)"),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda"),
+    num_envs: Optional[int] = typer.Option(None, "--num-envs", help="environment copies stepped together"),
+    resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last complete checkpoint"),
+    json_out: bool = typer.Option(False, "--json", help="print the final summary as JSON on stdout"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress output"),
+) -> None:
+    """Train a DQN on the rewarded task (mode scratch: the baseline of every comparison)."""
+    try:
+        if mode not in TRANSFER_MODES:
+            raise BtcliError(f"unknown --mode '{mode}'; choose one of: {', '.join(TRANSFER_MODES)}")
+        flags = {"mode": mode, "env.id": env, "steps": steps, "seed": seed, "device": device,
+                 "env.num_envs": num_envs, "command": "transfer"}
+        overrides = _overrides(config, flags, set_)
+        _train(overrides, out, resume, json_out, quiet)
+    except BtcliError as e:
+        _fail(e)
+
+
+def _train(overrides: dict[str, Any], out: Optional[Path], resume: bool, json_out: bool, quiet: bool) -> None:
+    from btcli.envs import resolve_env_id
+    from btcli.loop import Trainer
+    from btcli.runs import RunDir
+
+    if resume:
+        if out is None:
+            raise BtcliError("--resume needs --out: the run directory to continue")
+        if not out.exists():
+            raise BtcliError(f"cannot resume '{out}': no such run directory; start it without --resume")
+        cfg = _resume_config(out, {k: v for k, v in overrides.items() if k not in ("command",)})
+        run = RunDir.open_existing(out)
+        if run.is_complete():
+            summary = json.loads(run.summary_path.read_text())
+            if summary.get("steps", 0) >= cfg.steps:
+                err.print(f"run '{out}' is already complete ({summary.get('steps')} steps); nothing to do")
+                if json_out:
+                    print(json.dumps(summary, indent=2))
+                return
+            run.summary_path.unlink()
+    else:
+        cfg = build_config(overrides)
+        cfg.env.id = resolve_env_id(cfg.env.id)
+        out = out or _default_out(cfg)
+        run = RunDir.create(out, to_dict(cfg), sys.argv)
+    trainer = Trainer(cfg, run, progress=not quiet)
+    summary = trainer.train(resume=resume)
+    if json_out:
+        print(json.dumps(summary, indent=2))
+    elif not quiet:
+        _print_run_summary(summary, run.path)
+
+
+def _print_run_summary(summary: dict[str, Any], path: Path) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{path}", show_header=False)
+    for key in ("env_id", "mode", "seed", "steps", "episodes", "final_return_mean", "eval_return_mean",
+                "wall_time_s", "mean_sps"):
+        value = summary.get(key)
+        table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
+    err.print(table)
+
+
+@app.command()
+def evaluate(
+    run_dir: Path = typer.Argument(..., metavar="RUN", help="a run directory"),
+    episodes: int = typer.Option(10, help="evaluation episodes"),
+    checkpoint: Optional[str] = typer.Option(None, help="checkpoint folder or step (default: the newest complete one)"),
+    epsilon: Optional[float] = typer.Option(None, help="evaluation epsilon (default: the run's explore.eps_eval)"),
+    seed: int = typer.Option(12345, help="seed of the evaluation environments"),
+    video: bool = typer.Option(False, "--video", help="also record one episode as RUN/videos/<checkpoint>.gif"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    json_out: bool = typer.Option(False, "--json", help="print the result as JSON on stdout"),
+) -> None:
+    """Evaluate a run's greedy policy under the evaluation protocol; appends to RUN/eval.csv."""
+    try:
+        from btcli.evaluate_cmd import evaluate_run
+
+        result = evaluate_run(run_dir, episodes=episodes, checkpoint=checkpoint, epsilon=epsilon, seed=seed,
+                              video=video, device=device)
+        if json_out:
+            print(json.dumps(result, indent=2))
+        else:
+            out.print(f"{result['env_id']}  checkpoint {result['checkpoint']}  step {result['step']}: "
+                      f"return {result['return_mean']:.2f} ± {result['return_std']:.2f} over "
+                      f"{result['episodes']} episodes (epsilon {result['epsilon']})")
+            if result.get("video"):
+                out.print(f"video: {result['video']}")
+    except BtcliError as e:
+        _fail(e)
+
+
+@app.command()
+def report(
+    run_dir: Path = typer.Argument(..., metavar="RUN", help="a run directory"),
+    json_out: bool = typer.Option(False, "--json", help="print the summary as JSON on stdout"),
+    no_files: bool = typer.Option(False, "--no-files", help="do not write report.png / report.md"),
+) -> None:
+    """Summarise a run: a table, RUN/report.png (learning curve) and RUN/report.md."""
+    try:
+        from btcli.analysis import RunDirError as AnalysisRunDirError
+        from btcli.analysis import render_summary_table, report_run
+
+        try:
+            summary = report_run(run_dir, write_files=not no_files)
+        except AnalysisRunDirError as e:
+            raise BtcliError(str(e)) from None
+        if json_out:
+            print(json.dumps(summary, indent=2, allow_nan=False))
+        else:
+            out.print(render_summary_table(summary))
+            for f in summary.get("files", []) or []:
+                out.print(f"wrote {f}")
+    except BtcliError as e:
+        _fail(e)
+
+
+@app.command()
+def envs(filter: str = typer.Argument("", help="only ids containing this text")) -> None:
+    """List the environment ids btcli can run."""
+    from btcli.envs import list_env_ids
+
+    for env_id in list_env_ids():
+        if filter.lower() in env_id.lower():
+            print(env_id)
+
+
+@app.command()
+def keys() -> None:
+    """List every config key with its help (for --set and --config files)."""
+    for key in all_keys():
+        print(f"{key:28s} {help_text(key)}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,295 @@
+"""Typed run configuration: dataclasses, domain presets, YAML files and ``key=value`` overrides.
+
+Precedence, lowest first: dataclass defaults, the preset of the environment's domain
+(Atari or MiniGrid), the ``--config`` YAML file, command-line flags, ``--set key=value``.
+Every key is checked: an unknown key or a value of the wrong type is a ``ConfigError``
+naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from btcli.envs.base import EnvConfig, _f
+from btcli.errors import BtcliError
+
+
+class ConfigError(BtcliError):
+    """A configuration key or value is wrong."""
+
+
+@dataclass
+class AgentConfig:
+    """The DQN learner: network, targets and optimisation."""
+
+    torso: str = _f("auto", "'auto' (CNN for pixels, MLP for grids), 'cnn' or 'mlp'")
+    hidden: int = _f(256, "width of the MLP torso layers and of the heads' hidden layer")
+    dueling: bool = _f(True, "dueling head: V(s) + A(s,a) - mean_a A(s,a)")
+    double: bool = _f(True, "double Q-learning: the online net picks the bootstrap action")
+    n_step: int = _f(3, "n-step returns (truncated at episode ends)")
+    gamma: float = _f(0.99, "discount factor")
+    lr: float = _f(1e-4, "Adam learning rate")
+    adam_eps: float = _f(1.5e-4, "Adam epsilon")
+    batch_size: int = _f(32, "transitions per gradient update")
+    buffer_size: int = _f(100_000, "replay capacity in transitions (each Atari frame stored once)")
+    learning_starts: int = _f(20_000, "environment steps collected before the first update")
+    train_freq: int = _f(4, "environment steps per gradient update")
+    target_update: int = _f(8_000, "environment steps between target-network copies")
+    max_grad_norm: float = _f(10.0, "gradient-norm clip (0: off)")
+    reward_clip: float = _f(1.0, "the learner sees rewards clipped to [-c, c] (0: unclipped); logs keep raw scores")
+    precision: str = _f("fp32", "update precision: 'fp32', or 'bf16' autocast for the forward passes")
+    channels_last: bool = _f(True, "CNN: channels-last memory format (faster on CPUs)")
+
+
+@dataclass
+class ExploreConfig:
+    """Epsilon-greedy exploration while training, and the evaluation epsilon."""
+
+    eps_start: float = _f(1.0, "epsilon at step 0")
+    eps_end: float = _f(0.01, "epsilon after the decay")
+    eps_decay_steps: int = _f(100_000, "environment steps of linear decay from eps_start to eps_end")
+    eps_eval: float = _f(0.001, "epsilon of the greedy evaluation policy (Machado et al. 2018)")
+
+
+@dataclass
+class RunConfig:
+    """One training run: what `btcli transfer` (and later `pretrain`) resolves its options into."""
+
+    command: str = _f("transfer", "the subcommand that made this run")
+    mode: str = _f("scratch", "transfer mode: scratch (more modes arrive with behaviour transfer)")
+    steps: int = _f(100_000, "environment steps to train for (summed over all copies)")
+    seed: int = _f(0, "seed of networks, exploration and environments")
+    device: str = _f("auto", "'auto' (CUDA when present), 'cpu' or 'cuda'")
+    threads: int = _f(0, "CPU threads for torch (0: all cores)")
+    eval_every: int = _f(0, "environment steps between evaluations (0: only at the end)")
+    eval_episodes: int = _f(10, "episodes per evaluation")
+    checkpoint_every: int = _f(25_000, "environment steps between checkpoints")
+    keep_checkpoints: int = _f(2, "complete checkpoints kept on disk (older ones are pruned)")
+    save_replay: bool = _f(False, "store the replay buffer in checkpoints (large for Atari) so a resume keeps it")
+    train_log_every: int = _f(2_000, "environment steps between rows of train.csv")
+    env: EnvConfig = field(default_factory=EnvConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    explore: ExploreConfig = field(default_factory=ExploreConfig)
+
+    def validate(self) -> None:
+        """Raise ConfigError on values no run could use."""
+        choices = {
+            "mode": (self.mode, ("scratch",)),
+            "device": (self.device, ("auto", "cpu", "cuda")),
+            "agent.torso": (self.agent.torso, ("auto", "cnn", "mlp")),
+            "agent.precision": (self.agent.precision, ("fp32", "bf16")),
+            "env.atari_backend": (self.env.atari_backend, ("vector", "gym")),
+        }
+        for key, (value, allowed) in choices.items():
+            if value not in allowed:
+                raise ConfigError(f"config key '{key}' is '{value}'; choose one of: {', '.join(allowed)}")
+        positive = {
+            "steps": self.steps, "env.num_envs": self.env.num_envs, "agent.batch_size": self.agent.batch_size,
+            "agent.buffer_size": self.agent.buffer_size, "agent.n_step": self.agent.n_step,
+            "agent.train_freq": self.agent.train_freq, "agent.target_update": self.agent.target_update,
+            "agent.hidden": self.agent.hidden, "eval_episodes": self.eval_episodes,
+            "checkpoint_every": self.checkpoint_every, "keep_checkpoints": self.keep_checkpoints,
+            "train_log_every": self.train_log_every,
+        }
+        for key, value in positive.items():
+            if value <= 0:
+                raise ConfigError(f"config key '{key}' must be positive, got {value}")
+        if not 0.0 < self.agent.gamma <= 1.0:
+            raise ConfigError(f"config key 'agent.gamma' must be in (0, 1], got {self.agent.gamma}")
+        if not 0.0 <= self.env.sticky_actions < 1.0:
+            raise ConfigError(f"config key 'env.sticky_actions' must be in [0, 1), got {self.env.sticky_actions}")
+        if self.agent.lr <= 0:
+            raise ConfigError(f"config key 'agent.lr' must be positive, got {self.agent.lr}")
+
+
+# Domain presets: what a user gets with no config file. Chosen for the step budgets btcli
+# runs on a laptop; experiments/*.yaml hold the paper-scale settings.
+ATARI_PRESET: dict[str, Any] = {
+    "agent.torso": "cnn", "agent.lr": 1e-4, "agent.buffer_size": 200_000,
+    "agent.learning_starts": 20_000, "agent.target_update": 8_000, "agent.reward_clip": 1.0,
+    "explore.eps_decay_steps": 100_000, "eval_episodes": 8, "checkpoint_every": 50_000,
+}
+MINIGRID_PRESET: dict[str, Any] = {
+    "agent.torso": "mlp", "agent.lr": 5e-4, "agent.buffer_size": 100_000,
+    "agent.learning_starts": 1_000, "agent.target_update": 1_000, "agent.reward_clip": 0.0,
+    "agent.gamma": 0.99, "explore.eps_decay_steps": 20_000, "explore.eps_eval": 0.0,
+    "env.num_envs": 4,
+}
+
+
+def preset_for(env_id: str) -> dict[str, Any]:
+    """The domain preset for an environment id (empty for unknown families)."""
+    if env_id.startswith("ALE/"):
+        return dict(ATARI_PRESET)
+    if env_id.startswith("MiniGrid"):
+        return dict(MINIGRID_PRESET)
+    return {}
+
+
+def _fields(cls) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _resolved_type(cls, name: str):
+    return typing.get_type_hints(cls)[name]
+
+
+def all_keys(cls=RunConfig, prefix: str = "") -> list[str]:
+    """Every dotted leaf key of a config dataclass, e.g. 'agent.lr'."""
+    keys = []
+    for name in _fields(cls):
+        tp = _resolved_type(cls, name)
+        if dataclasses.is_dataclass(tp):
+            keys += all_keys(tp, f"{prefix}{name}.")
+        else:
+            keys.append(prefix + name)
+    return keys
+
+
+def help_text(key: str, cls=RunConfig) -> str:
+    """The one-line help of a dotted key."""
+    head, _, rest = key.partition(".")
+    tp = _resolved_type(cls, head)
+    if rest:
+        return help_text(rest, tp)
+    return _fields(cls)[head].metadata.get("help", "")
+
+
+def _unknown_key(key: str) -> ConfigError:
+    close = difflib.get_close_matches(key, all_keys(), n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else "; list keys with: btcli keys"
+    return ConfigError(f"unknown config key '{key}'{hint}")
+
+
+def _number(text: str) -> Any:
+    try:
+        number = float(text.replace("_", ""))
+    except ValueError:
+        return text
+    return int(number) if number.is_integer() and "." not in text and "e" not in text.lower() else number
+
+
+def _coerce(key: str, value: Any, tp) -> Any:
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        tp = next(t for t in typing.get_args(tp) if t is not type(None))
+    if tp in (int, float) and isinstance(value, str):
+        value = _number(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)  # 1e6 in YAML is a float
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    else:
+        return value
+    raise ConfigError(
+        f"config key '{key}' expects {tp.__name__}, got {type(value).__name__} {value!r}"
+    )
+
+
+def set_key(cfg: Any, key: str, value: Any) -> None:
+    """Set a dotted key on a config dataclass with type checking."""
+    obj, cls = cfg, type(cfg)
+    parts = key.split(".")
+    for part in parts[:-1]:
+        if part not in _fields(cls) or not dataclasses.is_dataclass(_resolved_type(cls, part)):
+            raise _unknown_key(key)
+        obj = getattr(obj, part)
+        cls = type(obj)
+    leaf = parts[-1]
+    if leaf not in _fields(cls) or dataclasses.is_dataclass(_resolved_type(cls, leaf)):
+        raise _unknown_key(key)
+    setattr(obj, leaf, _coerce(key, value, _resolved_type(cls, leaf)))
+
+
+def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'agent': {'lr': 1}} -> {'agent.lr': 1}."""
+    flat: dict[str, Any] = {}
+    for k, v in mapping.items():
+        if isinstance(v, dict):
+            flat.update(flatten(v, f"{prefix}{k}."))
+        else:
+            flat[f"{prefix}{k}"] = v
+    return flat
+
+
+def load_yaml_overrides(path: str | Path) -> dict[str, Any]:
+    """Read a config file into flat dotted overrides; one-line errors for unreadable files."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file '{path}' does not exist; check the path given to --config") from None
+    except OSError as e:
+        raise ConfigError(f"config file '{path}' cannot be read: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"config file '{path}' is not valid YAML{where}: {problem}; fix the file and rerun") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file '{path}' must hold a mapping of keys (like 'agent: {{lr: 1e-4}}'), not a {type(data).__name__}")
+    data.pop("meta", None)  # a run's saved config.yaml may be reused as a config file
+    return flatten(data)
+
+
+def parse_set_items(items: list[str]) -> dict[str, Any]:
+    """Parse ``--set key=value`` items; values are YAML scalars (1e-4, true, 'text')."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got '{item}' (for example --set agent.lr=1e-4)")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        out[key.strip()] = value
+    return out
+
+
+def build_config(overrides: dict[str, Any], base: RunConfig | None = None) -> RunConfig:
+    """Resolve a RunConfig: defaults, the env's domain preset, then ``overrides`` in order."""
+    cfg = base if base is not None else RunConfig()
+    env_id = overrides.get("env.id", cfg.env.id)
+    if base is None:
+        for key, value in preset_for(str(env_id)).items():
+            set_key(cfg, key, value)
+    for key, value in overrides.items():
+        set_key(cfg, key, value)
+    cfg.validate()
+    return cfg
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A plain nested dict of a config dataclass (YAML-ready)."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(data: dict[str, Any]) -> RunConfig:
+    """Rebuild a RunConfig from a saved config.yaml mapping, checking every key."""
+    cfg = RunConfig()
+    for key, value in flatten({k: v for k, v in data.items() if k != "meta"}).items():
+        set_key(cfg, key, value)
+    cfg.validate()
+    return cfg

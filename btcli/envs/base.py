@@ -1,0 +1,70 @@
+"""The contract every environment family in btcli implements.
+
+A ``VecEnv`` steps ``num_envs`` copies of one task together and resets each copy in the
+*same* step its episode ends (same-step autoreset): ``Step.obs`` is already the first
+observation of the next episode for those copies, and ``Step.final_obs`` holds the last
+observation of the episode that ended. There is no separate "reset step" whose transition
+could leak into replay or episodic memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass
+class Step:
+    """What one vector step returns. Arrays have a leading ``num_envs`` axis."""
+
+    obs: np.ndarray  # observation to act on next; a reset observation where an episode ended
+    reward: np.ndarray  # float32, raw (unclipped) environment reward
+    terminated: np.ndarray  # bool, the episode reached a terminal state (no bootstrap)
+    truncated: np.ndarray  # bool, the episode was cut by a time limit (bootstrap)
+    final_obs: np.ndarray  # last observation of the ended episode where terminated|truncated
+    # Optional per-env probes, e.g. {"cell": int array} for coverage; keys are stable per env family.
+    probes: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+class VecEnv(Protocol):
+    """Batched environment used by the training loop and by evaluation."""
+
+    env_id: str
+    num_envs: int
+    obs_shape: tuple[int, ...]  # per-env observation shape as the agent sees it (stacked)
+    obs_dtype: np.dtype
+    frame_stack: int  # >1: obs_shape[0] frames, newest last, zeros before an episode's first frame
+    num_actions: int
+    action_meanings: list[str]
+
+    def reset(self, seed: int) -> np.ndarray:
+        """Reset every copy; copy i is seeded with ``seed + i``. Returns obs [num_envs, *obs_shape]."""
+        ...
+
+    def step(self, actions: np.ndarray) -> Step:
+        """Apply one action per copy (int array [num_envs])."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def _f(default, help: str):
+    """A dataclass field whose one-line help text feeds ``--help`` and the README."""
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class EnvConfig:
+    """Which task to run and how it is presented to the agent."""
+
+    id: str = _f("MiniGrid-FourRooms-v0", "environment id: ALE/<Game>-v5 or MiniGrid-<Task>-v0")
+    num_envs: int = _f(4, "environment copies stepped together; acting is batched over them")
+    sticky_actions: float = _f(0.25, "Atari: probability of repeating the previous action (Machado et al. 2018)")
+    frame_skip: int = _f(4, "Atari: emulator frames per agent step (max-pooled over the last two)")
+    frame_stack: int = _f(4, "Atari: frames stacked into one observation")
+    max_episode_frames: int = _f(108_000, "Atari: emulator frames before an episode is truncated")
+    noop_max: int = _f(0, "Atari: up to this many no-op actions at reset (0: none, as ALE v5)")
+    atari_backend: str = _f("vector", "Atari: 'vector' (ale_py.AtariVectorEnv, C++ threads) or 'gym' (gymnasium envs, RAM probes)")
+    max_episode_steps: int = _f(0, "MiniGrid: step limit per episode (0: the task's own limit)")

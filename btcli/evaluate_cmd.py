@@ -1,0 +1,104 @@
+"""`btcli evaluate`: load a run's checkpoint and evaluate its greedy policy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from btcli.agent.networks import build_q_network
+from btcli.config import from_dict
+from btcli.envs import make_vec_env
+from btcli.errors import BtcliError
+from btcli.evaluation import evaluate, greedy_actor
+from btcli.loop import checkpoint_identity
+from btcli.runs import EVAL_COLUMNS, CsvLog, RunDir, load_checkpoint
+from btcli.runtime import configure_torch, resolve_device
+
+
+def find_checkpoint(run: RunDir, which: str | None) -> Path:
+    """The newest complete checkpoint, or the one named by folder path or step number."""
+    if which is None:
+        path = run.latest_checkpoint()
+        if path is None:
+            raise BtcliError(f"run '{run.path}' has no complete checkpoint yet; train it first (or wait for one)")
+        return path
+    if which.isdigit():
+        path = run.checkpoints_path / f"step_{int(which):012d}"
+    else:
+        path = Path(which)
+    if not path.is_dir():
+        have = ", ".join(p.name.removeprefix("step_").lstrip("0") or "0" for p in run.complete_checkpoints())
+        raise BtcliError(f"checkpoint '{which}' not found in '{run.path}'; available steps: {have or 'none'}")
+    return path
+
+
+def evaluate_run(run_dir: Path, *, episodes: int, checkpoint: str | None, epsilon: float | None, seed: int,
+                 video: bool, device: str) -> dict[str, Any]:
+    """Evaluate a checkpoint of a run; append rows to RUN/eval.csv and return the figures."""
+    if episodes <= 0:
+        raise BtcliError(f"--episodes must be positive, got {episodes}")
+    run = RunDir.open_existing(run_dir)
+    cfg = from_dict(run.read_config())
+    dev = resolve_device(device)
+    configure_torch(cfg.threads)
+    path = find_checkpoint(run, checkpoint)
+    state = load_checkpoint(path, map_location=str(dev))
+    env_cfg = cfg.env
+    env_cfg.num_envs = min(env_cfg.num_envs, episodes)
+    env = make_vec_env(env_cfg, seed=seed)
+    ident = checkpoint_identity(cfg, env)
+    for key, value in ident.items():
+        if state.get(key) != value:
+            raise BtcliError(f"checkpoint '{path}' was trained with {key}={state.get(key)!r}, "
+                             f"but the evaluation env has {value!r}; it cannot be evaluated here")
+    a = cfg.agent
+    net = build_q_network(env.obs_shape, env.num_actions, torso=a.torso, hidden=a.hidden, dueling=a.dueling)
+    net.load_state_dict(state["learner"]["online"])
+    net.to(dev).eval()
+    eps = cfg.explore.eps_eval if epsilon is None else epsilon
+    act = greedy_actor(net, dev)
+    results = evaluate(act, env, episodes, eps, seed=seed)
+    env.close()
+    step = int(state["step"])
+    log = CsvLog(run.eval_path, EVAL_COLUMNS)
+    log.write([[step, k, r.ret, r.length, eps, path.name] for k, r in enumerate(results)])
+    log.close()
+    returns = np.array([r.ret for r in results])
+    result: dict[str, Any] = {
+        "run": str(run.path), "env_id": cfg.env.id, "checkpoint": path.name, "step": step,
+        "episodes": len(results), "epsilon": eps, "return_mean": float(returns.mean()),
+        "return_std": float(returns.std()), "return_min": float(returns.min()), "return_max": float(returns.max()),
+        "length_mean": float(np.mean([r.length for r in results])),
+    }
+    if video:
+        result["video"] = str(record_video(run, path.name, cfg, act, eps, seed))
+    return result
+
+
+def record_video(run: RunDir, name: str, cfg, act, epsilon: float, seed: int, max_frames: int = 20_000) -> Path:
+    """Record one evaluation episode of copy 0 as an animated GIF (Pillow; no extra dependency)."""
+    from PIL import Image
+
+    from btcli.behaviour import epsilon_greedy
+
+    env_cfg = cfg.env
+    env_cfg.num_envs = 1
+    env = make_vec_env(env_cfg, seed=seed, render=True)
+    rng = np.random.default_rng(seed)
+    obs = env.reset(seed=seed)
+    frames = [env.render_rgb()]
+    while len(frames) < max_frames:
+        step = env.step(epsilon_greedy(act(obs), epsilon, env.num_actions, rng))
+        if step.terminated[0] or step.truncated[0]:
+            break
+        frames.append(env.render_rgb())
+        obs = step.obs
+    env.close()
+    out_dir = run.path / "videos"
+    out_dir.mkdir(exist_ok=True)
+    out = out_dir / f"{name}.gif"
+    images = [Image.fromarray(f) for f in frames]
+    images[0].save(out, save_all=True, append_images=images[1:], duration=33, loop=0)
+    return out

@@ -1,0 +1,65 @@
+"""Greedy evaluation under the evaluation protocol: small epsilon, full episodes, raw scores."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from btcli.behaviour import epsilon_greedy
+from btcli.envs.base import VecEnv
+
+
+@dataclass
+class EpisodeResult:
+    """One finished evaluation episode."""
+
+    env_index: int
+    ret: float
+    length: int
+
+
+def greedy_actor(net: torch.nn.Module, device: torch.device) -> Callable[[np.ndarray], np.ndarray]:
+    """A function from a batch of observations to the network's greedy actions."""
+
+    @torch.inference_mode()
+    def act(obs: np.ndarray) -> np.ndarray:
+        return net(torch.from_numpy(obs).to(device)).argmax(dim=1).cpu().numpy()
+
+    return act
+
+
+def evaluate(act: Callable[[np.ndarray], np.ndarray], env: VecEnv, episodes: int, epsilon: float,
+             seed: int, on_episode: Callable[[EpisodeResult], None] | None = None) -> list[EpisodeResult]:
+    """Run exactly ``episodes`` episodes, split evenly over the env copies.
+
+    Each copy runs a fixed quota so that short episodes are not over-represented (taking the
+    first K episodes to finish would bias the mean towards quick failures).
+    """
+    rng = np.random.default_rng(seed)
+    n = env.num_envs
+    quota = np.full(n, episodes // n)
+    quota[: episodes % n] += 1
+    returns = np.zeros(n)
+    lengths = np.zeros(n, dtype=np.int64)
+    done_count = np.zeros(n, dtype=np.int64)
+    results: list[EpisodeResult] = []
+    obs = env.reset(seed=seed)
+    while (done_count < quota).any():
+        actions = epsilon_greedy(act(obs), epsilon, env.num_actions, rng)
+        step = env.step(actions)
+        returns += step.reward
+        lengths += 1
+        for i in np.flatnonzero(step.terminated | step.truncated):
+            if done_count[i] < quota[i]:
+                result = EpisodeResult(int(i), float(returns[i]), int(lengths[i]))
+                results.append(result)
+                if on_episode is not None:
+                    on_episode(result)
+            done_count[i] += 1
+            returns[i] = 0.0
+            lengths[i] = 0
+        obs = step.obs
+    return results

@@ -1,0 +1,292 @@
+"""The one acting/learning loop: env -> behaviour -> env step -> replay -> learner -> weights.
+
+The loop owns time: step counters, schedules, evaluation, logging and checkpoints. The
+learner owns the math; the run directory owns the files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from btcli.agent.dqn import DQNLearner
+from btcli.agent.networks import build_q_network
+from btcli.agent.replay import ReplayBuffer
+from btcli.behaviour import epsilon_greedy, linear_schedule
+from btcli.config import RunConfig, to_dict
+from btcli.envs import make_vec_env
+from btcli.errors import Interrupted
+from btcli.evaluation import evaluate, greedy_actor
+from btcli.progress import ProgressReporter
+from btcli.runs import (EVAL_COLUMNS, METRICS_COLUMNS, TRAIN_COLUMNS, CsvLog, RunDir, RunDirError,
+                        load_checkpoint, truncate_csv_after)
+from btcli.runtime import configure_torch, resolve_device, seed_everything, tune_malloc
+
+CHECKPOINT_FORMAT = 1
+RECENT_EPISODES = 100
+
+
+@dataclass
+class Counters:
+    """Everything about time that a resumed run must continue from."""
+
+    env_steps: int = 0
+    episodes: int = 0
+    update_credit: float = 0.0
+    next_target_sync: int = 0
+    next_eval: int = 0
+    next_checkpoint: int = 0
+    next_train_log: int = 0
+    elapsed_s: float = 0.0  # wall time before this process (resumed runs)
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[list[int]]:
+    """Record SIGINT/SIGTERM instead of dying mid-write; the loop checks and checkpoints."""
+    received: list[int] = []
+
+    def handler(signum, _frame):
+        received.append(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def checkpoint_identity(cfg: RunConfig, env) -> dict[str, Any]:
+    """What a checkpoint says about the task it was trained on (checked by resume and transfer)."""
+    return {"env_id": cfg.env.id, "obs_shape": list(env.obs_shape), "num_actions": int(env.num_actions),
+            "action_meanings": list(env.action_meanings)}
+
+
+class Trainer:
+    """Runs (or resumes) one training run in a run directory."""
+
+    def __init__(self, cfg: RunConfig, run: RunDir, *, progress: bool = True):
+        self.cfg = cfg
+        self.run = run
+        self.show_progress = progress
+        tune_malloc()
+        self.device = resolve_device(cfg.device)
+        configure_torch(cfg.threads)
+        self.rng = seed_everything(cfg.seed)
+        self.env = make_vec_env(cfg.env, seed=cfg.seed)
+        a = cfg.agent
+        net = build_q_network(self.env.obs_shape, self.env.num_actions, torso=a.torso, hidden=a.hidden,
+                              dueling=a.dueling, channels_last=a.channels_last and self.device.type == "cpu")
+        self.learner = DQNLearner(net, lr=a.lr, adam_eps=a.adam_eps, double=a.double,
+                                  max_grad_norm=a.max_grad_norm, precision=a.precision, device=self.device)
+        self.replay = ReplayBuffer(a.buffer_size, cfg.env.num_envs, self.env.obs_shape, self.env.obs_dtype,
+                                   frame_stack=self.env.frame_stack, n_step=a.n_step, gamma=a.gamma,
+                                   seed=cfg.seed)
+        self.counters = Counters(next_target_sync=a.learning_starts, next_eval=cfg.eval_every or cfg.steps + 1,
+                                 next_checkpoint=cfg.checkpoint_every, next_train_log=cfg.train_log_every)
+        self._eval_env = None
+        self.recent_returns: list[float] = []
+        self.last_eval: dict[str, Any] | None = None
+
+    # --- checkpoints -----------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "kind": "dqn",
+            **checkpoint_identity(self.cfg, self.env),
+            "command": self.cfg.command,
+            "mode": self.cfg.mode,
+            "step": self.counters.env_steps,
+            "config": to_dict(self.cfg),
+            "learner": self.learner.state_dict(),
+            "counters": asdict(self.counters) | {"elapsed_s": self._elapsed()},
+            "rng": {"numpy": self.rng.bit_generator.state, "torch": torch.get_rng_state()},
+            "recent_returns": list(self.recent_returns),
+            "replay": self.replay.state_dict() if self.cfg.save_replay else None,
+        }
+
+    def save_checkpoint(self) -> None:
+        self.run.save_checkpoint(self.counters.env_steps, self.state(), keep=self.cfg.keep_checkpoints)
+
+    def restore(self) -> int:
+        """Continue from the newest complete checkpoint; returns its step (0 when there is none)."""
+        path = self.run.latest_checkpoint()
+        if path is None:
+            for log in (self.run.metrics_path, self.run.train_path, self.run.eval_path):
+                truncate_csv_after(log, 0)
+            return 0
+        state = load_checkpoint(path, map_location=str(self.device))
+        ident = checkpoint_identity(self.cfg, self.env)
+        for key, value in ident.items():
+            if state.get(key) != value:
+                raise RunDirError(
+                    f"checkpoint '{path}' has {key}={state.get(key)!r} but this run has {value!r}; "
+                    "it belongs to another run")
+        self.learner.load_state_dict(state["learner"])
+        self.counters = Counters(**state["counters"])
+        self.rng.bit_generator.state = state["rng"]["numpy"]
+        torch.set_rng_state(state["rng"]["torch"])
+        self.recent_returns = list(state.get("recent_returns", []))
+        if state.get("replay") is not None:
+            self.replay.load_state_dict(state["replay"])
+        step = self.counters.env_steps
+        for log in (self.run.metrics_path, self.run.train_path, self.run.eval_path):
+            truncate_csv_after(log, step)
+        return step
+
+    # --- the loop --------------------------------------------------------------------------
+
+    def _elapsed(self) -> float:
+        return self.counters.elapsed_s + (time.monotonic() - self._t0)
+
+    def epsilon(self) -> float:
+        e = self.cfg.explore
+        return linear_schedule(e.eps_start, e.eps_end, e.eps_decay_steps, self.counters.env_steps)
+
+    def train(self, *, resume: bool = False) -> dict[str, Any]:
+        """Train until ``cfg.steps`` environment steps; returns the summary written last."""
+        cfg, a, c = self.cfg, self.cfg.agent, None
+        self._t0 = time.monotonic()
+        start_step = self.restore() if resume else 0
+        c = self.counters
+        metrics = CsvLog(self.run.metrics_path, METRICS_COLUMNS)
+        train_log = CsvLog(self.run.train_path, TRAIN_COLUMNS)
+        eval_log = CsvLog(self.run.eval_path, EVAL_COLUMNS)
+        n = cfg.env.num_envs
+        obs = self.env.reset(seed=cfg.seed + start_step)
+        self.replay.new_episodes()
+        ep_return = np.zeros(n)
+        ep_length = np.zeros(n, dtype=np.int64)
+        losses: list[torch.Tensor] = []
+        qs: list[torch.Tensor] = []
+        window_t, window_step = time.monotonic(), c.env_steps
+        sps = 0.0
+        next_progress = c.env_steps
+        clip = a.reward_clip
+        act = greedy_actor(self.learner.online, self.device)
+
+        with stop_on_signals() as signals, ProgressReporter(cfg.steps, f"{cfg.command} {cfg.mode}",
+                                                            enabled=self.show_progress) as progress:
+            if start_step:
+                progress.message(f"resumed from step {start_step}")
+            while c.env_steps < cfg.steps:
+                eps = self.epsilon()
+                greedy = act(obs) if eps < 1.0 else np.zeros(n, dtype=np.int64)
+                actions = epsilon_greedy(greedy, eps, self.env.num_actions, self.rng)
+                step = self.env.step(actions)
+                rewards = np.clip(step.reward, -clip, clip) if clip > 0 else step.reward
+                self.replay.add(obs, actions, rewards, step.terminated, step.truncated, step.final_obs)
+                ep_return += step.reward
+                ep_length += 1
+                c.env_steps += n
+                ended = np.flatnonzero(step.terminated | step.truncated)
+                if ended.size:
+                    now = round(self._elapsed(), 3)
+                    rows = []
+                    for i in ended:
+                        c.episodes += 1
+                        rows.append([c.env_steps, c.episodes, int(i), float(ep_return[i]), int(ep_length[i]), now])
+                        self.recent_returns.append(float(ep_return[i]))
+                    metrics.write(rows)
+                    del self.recent_returns[:-RECENT_EPISODES]
+                    ep_return[ended] = 0.0
+                    ep_length[ended] = 0
+                obs = step.obs
+
+                if c.env_steps >= a.learning_starts:
+                    c.update_credit += n / a.train_freq
+                    while c.update_credit >= 1.0 and self.replay.can_sample(a.batch_size):
+                        c.update_credit -= 1.0
+                        loss, q = self.learner.update(*self._sample(a.batch_size))
+                        losses.append(loss)
+                        qs.append(q)
+                    if c.env_steps >= c.next_target_sync:
+                        self.learner.sync_target()
+                        c.next_target_sync += a.target_update
+
+                if c.env_steps >= c.next_train_log:
+                    now_t = time.monotonic()
+                    sps = (c.env_steps - window_step) / max(now_t - window_t, 1e-9)
+                    window_t, window_step = now_t, c.env_steps
+                    loss_v = torch.stack(losses).mean().item() if losses else None
+                    q_v = torch.stack(qs).mean().item() if qs else None
+                    losses.clear()
+                    qs.clear()
+                    train_log.write([[c.env_steps, round(self._elapsed(), 3), round(sps, 1), round(eps, 5),
+                                      loss_v, q_v, self.learner.updates, len(self.replay)]])
+                    c.next_train_log += cfg.train_log_every
+                if c.env_steps >= c.next_eval:
+                    self._evaluate(eval_log, progress)
+                    c.next_eval += cfg.eval_every
+                if c.env_steps >= next_progress:
+                    recent = float(np.mean(self.recent_returns)) if self.recent_returns else None
+                    progress.update(c.env_steps, {"sps": sps or None, "return": recent, "eps": eps})
+                    next_progress = c.env_steps + max(n, 200)
+                if signals:
+                    self.save_checkpoint()
+                    raise Interrupted(
+                        f"interrupted at step {c.env_steps}; checkpoint saved; continue with the same "
+                        f"command plus --resume (run directory '{self.run.path}')")
+                if c.env_steps >= c.next_checkpoint and c.env_steps < cfg.steps:
+                    self.save_checkpoint()
+                    c.next_checkpoint += cfg.checkpoint_every
+            progress.update(c.env_steps, {"sps": sps or None})
+
+            if self.last_eval is None or self.last_eval["step"] != c.env_steps:
+                self._evaluate(eval_log, progress)
+        self.save_checkpoint()
+        for log in (metrics, train_log, eval_log):
+            log.close()
+        summary = self._summary()
+        self.run.write_summary(summary)
+        self.env.close()
+        return summary
+
+    def _sample(self, batch_size: int):
+        b = self.replay.sample(batch_size)
+        to = lambda x: torch.from_numpy(x).to(self.device, non_blocking=True)  # noqa: E731
+        return to(b.obs), to(b.actions), to(b.returns), to(b.discounts), to(b.next_obs)
+
+    def _evaluate(self, eval_log: CsvLog, progress: ProgressReporter) -> None:
+        cfg = self.cfg
+        if self._eval_env is None:
+            self._eval_env = make_vec_env(cfg.env, seed=cfg.seed + 1_000_003)
+        step = self.counters.env_steps
+        act = greedy_actor(self.learner.online, self.device)
+        results = evaluate(act, self._eval_env, cfg.eval_episodes, cfg.explore.eps_eval,
+                           seed=cfg.seed + 1_000_003 + step)
+        eval_log.write([[step, k, r.ret, r.length, cfg.explore.eps_eval, ""] for k, r in enumerate(results)])
+        returns = [r.ret for r in results]
+        self.last_eval = {"step": step, "return_mean": float(np.mean(returns)),
+                          "return_std": float(np.std(returns)), "episodes": len(returns)}
+        progress.message(f"eval at step {step}: return {np.mean(returns):.2f} ± {np.std(returns):.2f} "
+                         f"over {len(returns)} episodes")
+
+    def _summary(self) -> dict[str, Any]:
+        c = self.counters
+        wall = self._elapsed()
+        return {
+            "status": "complete",
+            "command": self.cfg.command,
+            "mode": self.cfg.mode,
+            "env_id": self.cfg.env.id,
+            "seed": self.cfg.seed,
+            "steps": c.env_steps,
+            "episodes": c.episodes,
+            "updates": self.learner.updates,
+            "wall_time_s": round(wall, 2),
+            "mean_sps": round(c.env_steps / max(wall, 1e-9), 1),
+            "final_return_mean": float(np.mean(self.recent_returns)) if self.recent_returns else None,
+            "final_return_episodes": len(self.recent_returns),
+            "eval_return_mean": self.last_eval["return_mean"] if self.last_eval else None,
+            "eval_return_std": self.last_eval["return_std"] if self.last_eval else None,
+            "eval_episodes": self.last_eval["episodes"] if self.last_eval else 0,
+            "device": str(self.device),
+        }

@@ -1,0 +1,276 @@
+"""Run directories: resolved config, CSV logs, atomic checkpoints and the final summary.
+
+Layout (documented in the README)::
+
+    RUN/config.yaml    resolved config + meta (argv, versions, git commit, time)
+    RUN/metrics.csv    one row per finished training episode
+    RUN/train.csv      periodic learner statistics
+    RUN/eval.csv       one row per evaluation episode
+    RUN/checkpoints/   step_<N>/ folders; a folder counts only once its COMPLETE marker exists
+    RUN/summary.json   written last, when the run has finished
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import datetime as dt
+import errno
+import hashlib
+import io
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+from btcli.errors import BtcliError
+
+CHECKPOINT_MARKER = "COMPLETE"
+CHECKPOINT_FILE = "state.pt"
+
+METRICS_COLUMNS = ["step", "episode", "env_index", "return", "length", "time"]
+TRAIN_COLUMNS = ["step", "time", "sps", "epsilon", "loss", "q_mean", "updates", "replay_size"]
+EVAL_COLUMNS = ["step", "episode", "return", "length", "epsilon", "checkpoint"]
+
+
+class RunDirError(BtcliError):
+    """The run directory is missing, already exists, or is damaged."""
+
+
+@contextlib.contextmanager
+def disk_errors(what: str) -> Iterator[None]:
+    """Turn a full disk (or another OS error) while writing into one clear line."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise RunDirError(
+                f"disk full while writing {what}; free some space and rerun with --resume "
+                "(the last complete checkpoint is intact)"
+            ) from None
+        if e.errno in (errno.EACCES, errno.EROFS):
+            raise RunDirError(f"cannot write {what}: {e.strerror}; choose a writable --out") from None
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary sibling, fsync, then rename over ``path``."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with disk_errors(str(path)):
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def git_commit() -> str | None:
+    """The commit of the btcli source tree, with '+dirty' when it has local changes."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sha + ("+dirty" if dirty else "")
+
+
+def run_meta(argv: list[str]) -> dict[str, Any]:
+    """Provenance saved beside the resolved config."""
+    import gymnasium
+    import numpy
+    import torch
+
+    import btcli
+
+    versions = {"btcli": btcli.__version__, "python": platform.python_version(), "torch": str(torch.__version__),
+                "numpy": numpy.__version__, "gymnasium": gymnasium.__version__}
+    for name in ("ale_py", "minigrid"):
+        with contextlib.suppress(Exception):
+            versions[name] = str(__import__(name).__version__)
+    return {
+        "argv": list(argv),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "git_commit": git_commit(),
+        "versions": versions,
+    }
+
+
+class CsvLog:
+    """An append-only CSV file with a fixed header; rows are flushed as they are written."""
+
+    def __init__(self, path: Path, columns: list[str]):
+        self.path = path
+        self.columns = columns
+        new = not path.exists() or path.stat().st_size == 0
+        with disk_errors(str(path)):
+            self._fh = open(path, "a", newline="")
+            self._writer = csv.writer(self._fh)
+            if new:
+                self._writer.writerow(columns)
+                self._fh.flush()
+
+    def write(self, rows: list[list[Any]]) -> None:
+        with disk_errors(str(self.path)):
+            self._writer.writerows(rows)
+            self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def truncate_csv_after(path: Path, step: int) -> int:
+    """Drop rows whose ``step`` column exceeds ``step`` (work lost with a killed run); returns rows kept."""
+    if not path.exists():
+        return 0
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    if not rows:
+        return 0
+    header, body = rows[0], rows[1:]
+    col = header.index("step")
+    kept = [r for r in body if len(r) == len(header) and float(r[col]) <= step]
+    buf = io.StringIO()
+    csv.writer(buf).writerows([header, *kept])
+    atomic_write_text(path, buf.getvalue())
+    return len(kept)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class RunDir:
+    """One run's directory and the files in it."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    config_path = property(lambda self: self.path / "config.yaml")
+    metrics_path = property(lambda self: self.path / "metrics.csv")
+    train_path = property(lambda self: self.path / "train.csv")
+    eval_path = property(lambda self: self.path / "eval.csv")
+    summary_path = property(lambda self: self.path / "summary.json")
+    checkpoints_path = property(lambda self: self.path / "checkpoints")
+
+    @classmethod
+    def create(cls, path: str | Path, config: dict[str, Any], argv: list[str]) -> RunDir:
+        """Make a new run directory; refuse one that already exists."""
+        run = cls(path)
+        if run.path.exists() and (not run.path.is_dir() or any(run.path.iterdir())):
+            raise RunDirError(
+                f"run directory '{run.path}' already exists; pass --resume to continue it, "
+                "or choose another --out"
+            )
+        with disk_errors(str(run.path)):
+            run.checkpoints_path.mkdir(parents=True, exist_ok=True)
+        run.write_config(config, argv)
+        return run
+
+    @classmethod
+    def open_existing(cls, path: str | Path) -> RunDir:
+        """Open a run directory for resuming or reading."""
+        run = cls(path)
+        if not run.config_path.exists():
+            raise RunDirError(
+                f"cannot resume '{run.path}': it is not a btcli run directory (no config.yaml); "
+                "start it without --resume"
+            )
+        return run
+
+    def write_config(self, config: dict[str, Any], argv: list[str]) -> None:
+        doc = dict(config)
+        doc["meta"] = run_meta(argv)
+        atomic_write_text(self.config_path, yaml.safe_dump(doc, sort_keys=False))
+
+    def read_config(self) -> dict[str, Any]:
+        try:
+            data = yaml.safe_load(self.config_path.read_text())
+        except (OSError, yaml.YAMLError) as e:
+            raise RunDirError(f"'{self.config_path}' cannot be read ({e}); the run directory is damaged") from None
+        if not isinstance(data, dict):
+            raise RunDirError(f"'{self.config_path}' does not hold a config mapping; the run directory is damaged")
+        return data
+
+    def is_complete(self) -> bool:
+        return self.summary_path.exists()
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        atomic_write_text(self.summary_path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+
+    # --- checkpoints -------------------------------------------------------------------
+
+    def save_checkpoint(self, step: int, state: dict[str, Any], keep: int) -> Path:
+        """Write ``state`` under checkpoints/step_<step>/, marked complete only once fully on disk."""
+        import torch
+
+        final = self.checkpoints_path / f"step_{step:012d}"
+        tmp = self.checkpoints_path / f".tmp_step_{step:012d}"
+        with disk_errors(f"checkpoint {final}"):
+            try:
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir(parents=True)
+                torch.save(state, tmp / CHECKPOINT_FILE)
+                marker = {"step": step, "sha256": sha256_file(tmp / CHECKPOINT_FILE)}
+                with open(tmp / CHECKPOINT_MARKER, "w") as fh:
+                    json.dump(marker, fh)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                if final.exists():
+                    shutil.rmtree(final)
+                os.replace(tmp, final)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        for old in self.complete_checkpoints()[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def complete_checkpoints(self) -> list[Path]:
+        """Complete checkpoint folders, oldest first."""
+        if not self.checkpoints_path.exists():
+            return []
+        found = [p for p in self.checkpoints_path.glob("step_*") if (p / CHECKPOINT_MARKER).exists()]
+        return sorted(found, key=lambda p: int(p.name.split("_")[1]))
+
+    def latest_checkpoint(self) -> Path | None:
+        done = self.complete_checkpoints()
+        return done[-1] if done else None
+
+
+def load_checkpoint(path: Path, map_location: str = "cpu") -> dict[str, Any]:
+    """Load a complete checkpoint folder, verifying its content hash."""
+    import torch
+
+    marker_path = path / CHECKPOINT_MARKER
+    if not marker_path.exists():
+        raise RunDirError(f"checkpoint '{path}' is incomplete (no {CHECKPOINT_MARKER} marker); use an earlier one")
+    marker = json.loads(marker_path.read_text())
+    if sha256_file(path / CHECKPOINT_FILE) != marker["sha256"]:
+        raise RunDirError(f"checkpoint '{path}' is corrupt (content hash mismatch); use an earlier one")
+    state = torch.load(path / CHECKPOINT_FILE, map_location=map_location, weights_only=False)
+    state["checkpoint_sha256"] = marker["sha256"]
+    return state
+
+
+def stdout_is_terminal() -> bool:
+    return sys.stderr.isatty()

@@ -1,0 +1,71 @@
+import numpy as np
+import torch
+
+from btcli.agent.dqn import DQNLearner, td_targets
+from btcli.agent.networks import QHead, build_q_network
+from btcli.behaviour import epsilon_greedy, linear_schedule
+
+
+def test_td_targets_double_and_plain_by_hand():
+    returns = torch.tensor([1.0, 0.5])
+    discounts = torch.tensor([0.9, 0.0])
+    next_target = torch.tensor([[1.0, 3.0], [5.0, 7.0]])
+    next_online = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    # double: online picks action 0 for row 0 -> target value 1.0 -> 1 + 0.9*1 = 1.9
+    assert torch.allclose(td_targets(returns, discounts, next_target, next_online), torch.tensor([1.9, 0.5]))
+    # plain: max of target -> 1 + 0.9*3 = 3.7; row 1 terminal -> 0.5
+    assert torch.allclose(td_targets(returns, discounts, next_target, None), torch.tensor([3.7, 0.5]))
+
+
+def test_dueling_head_mean_zero_advantage():
+    torch.manual_seed(0)
+    head = QHead(4, 3, dueling=True)
+    x = torch.randn(5, 4)
+    q = head(x)
+    value = head.value(x)
+    assert torch.allclose(q.mean(dim=1, keepdim=True), value, atol=1e-6)
+
+
+def test_networks_shapes():
+    cnn = build_q_network((4, 84, 84), 6)
+    assert cnn(torch.zeros(2, 4, 84, 84, dtype=torch.uint8)).shape == (2, 6)
+    grid = build_q_network((7, 7, 2), 7)
+    obs = torch.zeros(3, 7, 7, 2, dtype=torch.uint8)
+    obs[..., 0] = 10
+    obs[..., 1] = 3
+    assert grid(obs).shape == (3, 7)
+
+
+def test_update_moves_q_towards_target_and_sync_copies():
+    torch.manual_seed(0)
+    net = build_q_network((3, 3, 2), 2, hidden=16)
+    learner = DQNLearner(net, lr=1e-2, adam_eps=1e-8)
+    obs = torch.zeros(8, 3, 3, 2, dtype=torch.uint8)
+    actions = torch.zeros(8, dtype=torch.int64)
+    returns = torch.full((8,), 5.0)
+    discounts = torch.zeros(8)
+    before = learner.q_values(obs)[0, 0].item()
+    for _ in range(50):
+        learner.update(obs, actions, returns, discounts, obs)
+    after = learner.q_values(obs)[0, 0].item()
+    assert abs(after - 5.0) < abs(before - 5.0) / 2
+    assert not torch.allclose(learner.target(obs), learner.online(obs))
+    learner.sync_target()
+    assert torch.allclose(learner.target(obs), learner.online(obs))
+    assert learner.updates == 50
+
+
+def test_linear_schedule_by_hand():
+    assert linear_schedule(1.0, 0.1, 100, 0) == 1.0
+    assert abs(linear_schedule(1.0, 0.1, 100, 50) - 0.55) < 1e-12
+    assert linear_schedule(1.0, 0.1, 100, 100) == 0.1
+    assert linear_schedule(1.0, 0.1, 100, 10_000) == 0.1
+
+
+def test_epsilon_greedy_rate():
+    rng = np.random.default_rng(0)
+    greedy = np.zeros(20_000, dtype=np.int64)
+    actions = epsilon_greedy(greedy, 0.3, 4, rng)
+    # random actions are non-zero 3/4 of the time: expected share 0.3 * 0.75 = 0.225
+    assert abs((actions != 0).mean() - 0.225) < 0.01
+    assert (epsilon_greedy(greedy, 0.0, 4, rng) == 0).all()
