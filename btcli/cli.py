@@ -118,7 +118,10 @@ def _train(overrides: dict[str, Any], out: Optional[Path], resume: bool, json_ou
             run.summary_path.unlink()
     else:
         cfg = build_config(overrides)
-        cfg.env.id = resolve_env_id(cfg.env.id)
+        try:
+            cfg.env.id = resolve_env_id(cfg.env.id)
+        except ValueError as e:
+            raise BtcliError(str(e)) from None
         out = out or _default_out(cfg)
         run = RunDir.create(out, to_dict(cfg), sys.argv)
     trainer = Trainer(cfg, run, progress=not quiet)

@@ -87,7 +87,7 @@ class Trainer:
                                   max_grad_norm=a.max_grad_norm, precision=a.precision, device=self.device)
         self.replay = ReplayBuffer(a.buffer_size, cfg.env.num_envs, self.env.obs_shape, self.env.obs_dtype,
                                    frame_stack=self.env.frame_stack, n_step=a.n_step, gamma=a.gamma,
-                                   seed=cfg.seed)
+                                   seed=cfg.seed, num_actions=self.env.num_actions)
         self.counters = Counters(next_target_sync=a.learning_starts, next_eval=cfg.eval_every or cfg.steps + 1,
                                  next_checkpoint=cfg.checkpoint_every, next_train_log=cfg.train_log_every)
         self._eval_env = None

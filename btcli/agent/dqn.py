@@ -29,7 +29,8 @@ class DQNLearner:
         self.device = torch.device(device)
         self.online = online.to(self.device)
         self.target = copy.deepcopy(self.online).requires_grad_(False)
-        self.optimizer = torch.optim.Adam(self.online.parameters(), lr=lr, eps=adam_eps)
+        # fused Adam runs one kernel over all parameters; the default per-tensor loop costs ~3 ms/update on a CPU
+        self.optimizer = torch.optim.Adam(self.online.parameters(), lr=lr, eps=adam_eps, fused=True)
         self.double = double
         self.max_grad_norm = max_grad_norm
         self.precision = precision
@@ -58,7 +59,7 @@ class DQNLearner:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.max_grad_norm > 0:
-            nn.utils.clip_grad_norm_(self.online.parameters(), self.max_grad_norm)
+            nn.utils.clip_grad_norm_(self.online.parameters(), self.max_grad_norm, foreach=True)
         self.optimizer.step()
         self.updates += 1
         return loss.detach(), q.detach().mean()

@@ -30,9 +30,9 @@ class NatureCNN(nn.Module):
         self.channels_last = False
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        x = obs.float() / 255.0
         if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+            obs = obs.contiguous(memory_format=torch.channels_last)  # reorder bytes, not floats
+        x = obs.float().mul_(1.0 / 255.0)
         return self.fc(self.convs(x))
 
 

@@ -1,0 +1,1 @@
+"""The DQN agent: networks, learner and replay."""

@@ -1,0 +1,297 @@
+"""Atari games under the evaluation protocol of Machado et al. (2018), as ALE v5 defines it.
+
+Both backends present the same task:
+
+- sticky actions with probability ``cfg.sticky_actions`` (0.25), applied per emulator frame;
+- the full game: no episode end on a life loss, no FIRE at reset, ``cfg.noop_max`` no-ops at
+  reset (0 by default, as ALE v5);
+- ``cfg.frame_skip`` (4) emulator frames per agent step, the last two max-pooled;
+- 84x84 grayscale frames (area-averaged), ``cfg.frame_stack`` (4) of them stacked:
+  obs is uint8 ``[num_envs, frame_stack, 84, 84]``, newest frame LAST, and the slots before an
+  episode's first frame are ZERO (a reset obs is ``[0, 0, 0, first_frame]``);
+- an episode is truncated after ``cfg.max_episode_frames`` (108 000) emulator frames;
+- the minimal action set; rewards are the raw game score (never clipped here).
+
+Backends:
+
+- ``"vector"``: :class:`ale_py.AtariVectorEnv` (C++ threads that release the GIL), in its
+  same-step autoreset mode. Checked facts (ale-py 0.12): the final observation of an ended
+  episode is in ``info["final_obs"]`` (present only on steps where some copy ended; rows of
+  copies that did not end equal ``obs``); its own stack is zero-padded after a reset, newest
+  last, so it is used as is; rewards come back as int32; the frame cap counts emulator frames.
+  No RAM, so ``probes`` is empty.
+- ``"gym"``: one gymnasium ``ALE/<Game>-v5`` env per copy, made with ``frameskip=1`` and
+  stepped in a Python loop through its ALE interface; frame skipping, max-pooling,
+  grayscale/resizing and stacking are done here in numpy. It exposes RAM probes (Montezuma's
+  Revenge: room, x, y) and RGB frames for video.
+
+The gym backend does not use gymnasium's ``AtariPreprocessing`` because that wrapper needs
+OpenCV, which btcli does not depend on; the numpy area resize here matches the vector
+backend's frames to within 1 grey level on a few pixels.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .base import EnvConfig, Step
+
+SCREEN_SIZE = 84
+
+# RAM addresses of the probes per game (Montezuma's Revenge: room, x, y).
+RAM_PROBES: dict[str, dict[str, int]] = {
+    "ALE/MontezumaRevenge-v5": {"room": 3, "x": 42, "y": 43},
+}
+
+
+def _area_weights(n_in: int, n_out: int) -> np.ndarray:
+    """Row-stochastic [n_out, n_in] matrix averaging each output pixel's source interval."""
+    scale = n_in / n_out
+    w = np.zeros((n_out, n_in), dtype=np.float32)
+    for i in range(n_out):
+        lo, hi = i * scale, (i + 1) * scale
+        for j in range(int(np.floor(lo)), min(int(np.ceil(hi)), n_in)):
+            w[i, j] = (min(hi, j + 1) - max(lo, j)) / scale
+    return w
+
+
+class AreaResize:
+    """Area-averaging downscale of a grayscale frame (what OpenCV's INTER_AREA computes)."""
+
+    def __init__(self, in_hw: tuple[int, int], out_hw: tuple[int, int] = (SCREEN_SIZE, SCREEN_SIZE)):
+        self.wy = _area_weights(in_hw[0], out_hw[0])
+        self.wx_t = np.ascontiguousarray(_area_weights(in_hw[1], out_hw[1]).T)
+
+    def __call__(self, frame: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        small = self.wy @ frame.astype(np.float32) @ self.wx_t
+        res = np.rint(small, out=small)
+        if out is None:
+            return res.astype(np.uint8)
+        out[...] = res
+        return out
+
+
+def rom_name(env_id: str) -> str:
+    """The ROM name ale-py uses for an ``ALE/<Game>-v5`` id (e.g. ``montezuma_revenge``)."""
+    import gymnasium as gym
+
+    return gym.spec(env_id).kwargs["game"]
+
+
+class AtariVectorBackend:
+    """``cfg.num_envs`` copies of one game in :class:`ale_py.AtariVectorEnv` (C++ threads)."""
+
+    def __init__(self, cfg: EnvConfig, seed: int):
+        import ale_py
+        from gymnasium.vector import AutoresetMode
+
+        self.env_id = cfg.id
+        self.num_envs = cfg.num_envs
+        self.frame_stack = cfg.frame_stack
+        self.obs_shape = (cfg.frame_stack, SCREEN_SIZE, SCREEN_SIZE)
+        self.obs_dtype = np.dtype(np.uint8)
+        self._seed = seed
+        self._started = False
+        self._env = ale_py.AtariVectorEnv(
+            rom_name(cfg.id),
+            cfg.num_envs,
+            num_threads=max(1, min(cfg.num_envs, os.cpu_count() or 1)),
+            max_num_frames_per_episode=cfg.max_episode_frames,
+            repeat_action_probability=cfg.sticky_actions,
+            full_action_space=False,
+            autoreset_mode=AutoresetMode.SAME_STEP,
+            img_height=SCREEN_SIZE,
+            img_width=SCREEN_SIZE,
+            grayscale=True,
+            stack_num=cfg.frame_stack,
+            frameskip=cfg.frame_skip,
+            maxpool=True,
+            noop_max=cfg.noop_max,
+            episodic_life=False,
+            life_loss_info=False,
+            reward_clipping=False,
+            use_fire_reset=False,
+        )
+        actions = self._env.ale.get_action_set()
+        self.num_actions = len(actions)
+        self.action_meanings = [a.name for a in actions]
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        """Reset every copy; copy i is seeded with ``seed + i`` (default: the construction seed
+        on the first reset; later resets without a seed continue each copy's RNG)."""
+        if seed is None and not self._started:
+            seed = self._seed
+        obs, _ = self._env.reset(seed=seed)
+        self._started = True
+        return obs
+
+    def step(self, actions: np.ndarray) -> Step:
+        if not self._started:
+            raise RuntimeError("call reset() before step()")
+        actions = np.asarray(actions, dtype=np.int32).reshape(self.num_envs)
+        obs, reward, terminated, truncated, info = self._env.step(actions)
+        final_obs = info.get("final_obs", obs)
+        return Step(
+            obs=obs,
+            reward=reward.astype(np.float32),
+            terminated=terminated.astype(bool),
+            truncated=truncated.astype(bool),
+            final_obs=final_obs,
+        )
+
+    def last_probes(self) -> dict[str, np.ndarray]:
+        """No RAM access in this backend: always empty."""
+        return {}
+
+    def render_rgb(self) -> np.ndarray:
+        raise NotImplementedError("the 'vector' Atari backend has no RGB frames; make the env with render=True")
+
+    def close(self) -> None:
+        self._env.close()
+
+
+class AtariGymBackend:
+    """``cfg.num_envs`` gymnasium ``ALE/<Game>-v5`` envs stepped in a Python loop.
+
+    Probes: ``Step.probes`` holds, per copy, the probe values of the state the action led to
+    (for a copy whose episode ended: its final state, matching ``Step.final_obs``).
+    :meth:`last_probes` returns the probes of the state behind the latest returned ``obs``
+    (after ``reset()``, or the new episode's first state for copies that were just reset).
+    For games without RAM probes both are empty dicts.
+    """
+
+    def __init__(self, cfg: EnvConfig, seed: int):
+        import ale_py
+        import gymnasium as gym
+
+        gym.register_envs(ale_py)
+        self.env_id = cfg.id
+        self.num_envs = cfg.num_envs
+        self.frame_stack = cfg.frame_stack
+        self.frame_skip = cfg.frame_skip
+        self.noop_max = cfg.noop_max
+        self.obs_shape = (cfg.frame_stack, SCREEN_SIZE, SCREEN_SIZE)
+        self.obs_dtype = np.dtype(np.uint8)
+        self._seed = seed
+        self._started = False
+        self._envs = [
+            gym.make(
+                cfg.id,
+                frameskip=1,
+                repeat_action_probability=cfg.sticky_actions,
+                full_action_space=False,
+                max_num_frames_per_episode=cfg.max_episode_frames,
+                obs_type="grayscale",
+            ).unwrapped
+            for _ in range(cfg.num_envs)
+        ]
+        self._ales = [e.ale for e in self._envs]
+        self._action_set = list(self._envs[0]._action_set)
+        self.num_actions = len(self._action_set)
+        self.action_meanings = self._envs[0].get_action_meanings()
+        h, w = self._ales[0].getScreenDims()
+        self._resize = AreaResize((h, w))
+        self._screens = np.zeros((2, h, w), dtype=np.uint8)  # the last two emulator frames
+        self._stack = np.zeros((self.num_envs, *self.obs_shape), dtype=np.uint8)
+        self._ram_probes = RAM_PROBES.get(cfg.id, {})
+        self._probes = {k: np.zeros(self.num_envs, dtype=np.int64) for k in self._ram_probes}
+
+    # -- one copy ------------------------------------------------------------------------
+    def _frame(self, i: int, pooled: bool) -> np.ndarray:
+        ale = self._ales[i]
+        if pooled:
+            ale.getScreenGrayscale(self._screens[1])
+            screen = np.maximum(self._screens[0], self._screens[1])
+        else:
+            ale.getScreenGrayscale(self._screens[1])
+            screen = self._screens[1]
+        return self._resize(screen)
+
+    def _read_probes(self, i: int, into: dict[str, np.ndarray]) -> None:
+        if self._ram_probes:
+            ram = self._ales[i].getRAM()
+            for k, addr in self._ram_probes.items():
+                into[k][i] = int(ram[addr])
+
+    def _reset_one(self, i: int, seed: int | None) -> None:
+        env, ale = self._envs[i], self._ales[i]
+        env.reset(seed=seed)  # with a seed: seeds the ALE and the env's np_random, reloads the ROM
+        if self.noop_max > 0:
+            for _ in range(int(env.np_random.integers(1, self.noop_max + 1))):
+                ale.act(self._action_set[0])
+                if ale.game_over(with_truncation=True):
+                    env.reset()
+        self._stack[i] = 0
+        self._stack[i, -1] = self._frame(i, pooled=False)
+        self._read_probes(i, self._probes)
+
+    # -- VecEnv ----------------------------------------------------------------------------
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        """Reset every copy; copy i is seeded with ``seed + i`` (default: the construction seed
+        on the first reset; later resets without a seed continue each copy's RNG)."""
+        if seed is None and not self._started:
+            seed = self._seed
+        for i in range(self.num_envs):
+            self._reset_one(i, None if seed is None else seed + i)
+        self._started = True
+        return self._stack.copy()
+
+    def step(self, actions: np.ndarray) -> Step:
+        if not self._started:
+            raise RuntimeError("call reset() before step()")
+        actions = np.asarray(actions).reshape(self.num_envs)
+        n, skip = self.num_envs, self.frame_skip
+        reward = np.zeros(n, dtype=np.float32)
+        terminated = np.zeros(n, dtype=bool)
+        truncated = np.zeros(n, dtype=bool)
+        final_obs = None
+        step_probes = {k: np.zeros(n, dtype=np.int64) for k in self._ram_probes}
+        for i in range(n):
+            ale = self._ales[i]
+            a = self._action_set[int(actions[i])]
+            r = 0
+            pooled = False
+            for k in range(skip):
+                r += ale.act(a)
+                if ale.game_over(with_truncation=True):
+                    break
+                if k == skip - 2:
+                    ale.getScreenGrayscale(self._screens[0])
+                    pooled = True
+            frame = self._frame(i, pooled=pooled and k == skip - 1)
+            self._stack[i, :-1] = self._stack[i, 1:]
+            self._stack[i, -1] = frame
+            reward[i] = r
+            self._read_probes(i, step_probes)
+            if ale.game_over(with_truncation=True):
+                terminated[i] = ale.game_over(with_truncation=False)
+                truncated[i] = not terminated[i]
+                if final_obs is None:
+                    final_obs = self._stack.copy()
+                else:
+                    final_obs[i] = self._stack[i]
+                self._reset_one(i, None)
+            else:
+                for key in self._probes:
+                    self._probes[key][i] = step_probes[key][i]
+        obs = self._stack.copy()
+        if final_obs is None:
+            final_obs = obs
+        else:
+            done = terminated | truncated
+            final_obs[~done] = obs[~done]
+        return Step(obs, reward, terminated, truncated, final_obs, step_probes)
+
+    def last_probes(self) -> dict[str, np.ndarray]:
+        """Probes of the state behind the latest returned obs (see the class docstring)."""
+        return {k: v.copy() for k, v in self._probes.items()}
+
+    def render_rgb(self) -> np.ndarray:
+        """RGB screen of copy 0, uint8 [210, 160, 3]."""
+        return self._ales[0].getScreenRGB()
+
+    def close(self) -> None:
+        for e in self._envs:
+            e.close()

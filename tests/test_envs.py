@@ -1,0 +1,305 @@
+"""Environment layer: ids, the same-step-autoreset contract, seeding, encodings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from btcli.envs import (
+    EnvConfig,
+    UnknownEnvError,
+    is_atari,
+    list_env_ids,
+    make_vec_env,
+    resolve_env_id,
+)
+
+BACKENDS = ["vector", "gym"]
+
+
+def _atari(backend: str, game: str = "ALE/Breakout-v5", **kw) -> EnvConfig:
+    return EnvConfig(id=game, atari_backend=backend, **{"num_envs": 2, **kw})
+
+
+# -- ids ------------------------------------------------------------------------------------
+
+
+def test_unknown_id_is_one_line_with_suggestions():
+    with pytest.raises(UnknownEnvError) as err:
+        resolve_env_id("ALE/Breakot-v5")
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert msg.startswith("unknown environment id 'ALE/Breakot-v5'; did you mean: ALE/Breakout-v5")
+    assert msg.endswith("? (list ids with: btcli envs)")
+    assert isinstance(err.value, ValueError)
+
+
+@pytest.mark.parametrize(
+    "typed, expected",
+    [("breakout", "ALE/Breakout-v5"), ("BreakoutNoFrameskip-v4", "ALE/Breakout-v5"), ("fourrooms", "MiniGrid-FourRooms-v0")],
+)
+def test_suggestions_are_case_insensitive(typed, expected):
+    with pytest.raises(UnknownEnvError, match="did you mean: " + expected):
+        resolve_env_id(typed)
+
+
+def test_unsupported_family_names_the_supported_ones():
+    with pytest.raises(UnknownEnvError) as err:
+        resolve_env_id("CartPole-v1")
+    msg = str(err.value)
+    assert "\n" not in msg and "not supported" in msg
+    assert "ALE/<Game>-v5" in msg and "MiniGrid-" in msg
+
+
+def test_known_ids_resolve_and_listing():
+    ids = list_env_ids()
+    assert resolve_env_id("ALE/Breakout-v5") == "ALE/Breakout-v5"
+    assert resolve_env_id("MiniGrid-DoorKey-5x5-v0") == "MiniGrid-DoorKey-5x5-v0"
+    assert "ALE/MontezumaRevenge-v5" in ids and "MiniGrid-FourRooms-v0" in ids
+    assert all((i.startswith("ALE/") and i.endswith("-v5")) or i.startswith("MiniGrid-") for i in ids)
+    assert "CartPole-v1" not in ids and "Breakout-v4" not in ids
+    assert is_atari("ALE/Pong-v5") and not is_atari("MiniGrid-FourRooms-v0")
+
+
+def test_make_rejects_bad_config():
+    with pytest.raises(UnknownEnvError):
+        make_vec_env(EnvConfig(id="ALE/Breakot-v5"), seed=0)
+    with pytest.raises(ValueError, match="atari_backend"):
+        make_vec_env(EnvConfig(id="ALE/Breakout-v5", atari_backend="envpool"), seed=0)
+    with pytest.raises(ValueError, match="num_envs"):
+        make_vec_env(EnvConfig(id="MiniGrid-FourRooms-v0", num_envs=0), seed=0)
+
+
+# -- Atari ----------------------------------------------------------------------------------
+
+
+def _run(env, steps: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return [env.step(rng.integers(0, env.num_actions, env.num_envs)) for _ in range(steps)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_atari_contract_and_same_step_autoreset(backend):
+    # 200 emulator frames = 50 agent steps, then the episode is truncated.
+    env = make_vec_env(_atari(backend, max_episode_frames=200), seed=0)
+    assert env.obs_shape == (4, 84, 84) and env.obs_dtype == np.uint8 and env.frame_stack == 4
+    assert env.num_actions == 4 and env.action_meanings == ["NOOP", "FIRE", "RIGHT", "LEFT"]
+    first = env.reset()
+    assert first.shape == (2, 4, 84, 84) and first.dtype == np.uint8
+    # Zero padding before an episode's first frame, newest frame last.
+    assert (first[:, :3] == 0).all() and (first[:, 3] > 0).any(axis=(1, 2)).all()
+    prev = first
+    for t in range(1, 51):
+        s = env.step(np.full(2, t % 4))
+        assert s.reward.dtype == np.float32 and s.terminated.dtype == bool and s.truncated.dtype == bool
+        assert s.obs.shape == (2, 4, 84, 84) and s.final_obs.shape == (2, 4, 84, 84)
+        if t < 50:
+            assert not (s.terminated | s.truncated).any()
+            np.testing.assert_array_equal(s.obs[:, :3], prev[:, 1:])  # the stack slides by one
+            prev = s.obs
+    # Step 50 hit the frame cap: truncated, not terminated, and obs is already the new episode.
+    assert s.truncated.all() and not s.terminated.any()
+    np.testing.assert_array_equal(s.final_obs[:, :3], prev[:, 1:])  # last obs of the old episode
+    assert (s.obs[:, :3] == 0).all()  # a fresh, zero-padded stack
+    np.testing.assert_array_equal(s.obs, first)  # Breakout always starts on the same screen
+    assert not np.array_equal(s.final_obs, s.obs)
+    # The next step continues the new episode: one real frame plus the first one.
+    s2 = env.step(np.zeros(2, dtype=np.int64))
+    assert (s2.obs[:, :2] == 0).all() and np.array_equal(s2.obs[:, 2], first[:, 3])
+    env.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_atari_random_episode_scores_are_game_scores(backend):
+    env = make_vec_env(_atari(backend), seed=1)
+    env.reset()
+    rng = np.random.default_rng(1)
+    returns, running = [], np.zeros(2)
+    for _ in range(5000):
+        if len(returns) >= 4:
+            break
+        s = env.step(rng.integers(0, env.num_actions, 2))
+        running += s.reward
+        done = s.terminated | s.truncated
+        assert not s.truncated.any()  # a random Breakout game ends long before 108k frames
+        for i in np.flatnonzero(done):
+            returns.append(running[i])
+            running[i] = 0
+            assert (s.obs[i, :3] == 0).all() and not np.array_equal(s.final_obs[i], s.obs[i])
+    assert len(returns) >= 4, "random Breakout games should end within 5000 steps"
+    returns = np.array(returns)
+    assert (returns >= 0).all() and (returns < 50).all() and (returns == np.round(returns)).all()
+    env.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_atari_rewards_are_not_clipped(backend):
+    env = make_vec_env(_atari(backend, game="ALE/MsPacman-v5", num_envs=1), seed=0)
+    env.reset()
+    rewards = np.concatenate([s.reward for s in _run(env, 150)])
+    assert rewards.max() >= 10  # a pellet is worth 10 points
+    env.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_atari_is_deterministic_per_seed_with_sticky_actions(backend):
+    def rollout(seed):
+        env = make_vec_env(_atari(backend, sticky_actions=0.25), seed=seed)
+        obs = [env.reset()]
+        steps = _run(env, 150)
+        env.close()
+        return np.stack(obs + [s.obs for s in steps]), np.stack([s.reward for s in steps])
+
+    obs_a, rew_a = rollout(3)
+    obs_b, rew_b = rollout(3)
+    obs_c, _ = rollout(4)
+    np.testing.assert_array_equal(obs_a, obs_b)
+    np.testing.assert_array_equal(rew_a, rew_b)
+    assert not np.array_equal(obs_a, obs_c)
+
+
+def test_atari_backends_agree_without_sticky_actions():
+    envs = [make_vec_env(_atari(b, num_envs=1, sticky_actions=0.0), seed=0) for b in BACKENDS]
+    o_vec, o_gym = (e.reset() for e in envs)
+    assert np.abs(o_vec.astype(int) - o_gym).max() <= 1
+    rng = np.random.default_rng(0)
+    for _ in range(120):
+        a = rng.integers(0, 4, 1)
+        s_vec, s_gym = (e.step(a) for e in envs)
+        assert np.abs(s_vec.obs.astype(int) - s_gym.obs).max() <= 1  # resize rounding only
+        assert s_vec.reward[0] == s_gym.reward[0]
+    for e in envs:
+        e.close()
+
+
+def test_atari_gym_backend_ram_probes_and_render():
+    env = make_vec_env(EnvConfig(id="ALE/MontezumaRevenge-v5", num_envs=1), seed=0, render=True)
+    env.reset()
+    probes = env.last_probes()
+    assert set(probes) == {"room", "x", "y"} and probes["room"][0] == 1  # the game starts in room 1
+    x0 = probes["x"][0]
+    for _ in range(10):
+        s = env.step(np.array([env.action_meanings.index("RIGHT")]))
+    assert set(s.probes) == {"room", "x", "y"} and s.probes["x"].shape == (1,)
+    assert s.probes["x"][0] > x0  # walking right moves the player right
+    np.testing.assert_array_equal(env.last_probes()["x"], s.probes["x"])
+    frame = env.render_rgb()
+    assert frame.shape == (210, 160, 3) and frame.dtype == np.uint8 and frame.any()
+    env.close()
+
+
+def test_step_before_reset_is_an_error():
+    env = make_vec_env(EnvConfig(id="MiniGrid-Empty-5x5-v0", num_envs=1), seed=0)
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(np.zeros(1, dtype=np.int64))
+
+
+# -- MiniGrid -------------------------------------------------------------------------------
+
+
+def reference_encoding(env) -> np.ndarray:
+    """[H, W, 2] from minigrid's own full ``grid.encode()`` (type, state), agent overlaid."""
+    full = env.grid.encode()  # [W, H, 3]: type, colour, state
+    out = np.stack([full[:, :, 0].T, full[:, :, 2].T], axis=-1).astype(np.uint8)
+    x, y = env.agent_pos
+    out[y, x] = (10, env.agent_dir)
+    return out
+
+
+@pytest.mark.parametrize("env_id", ["MiniGrid-DoorKey-5x5-v0", "MiniGrid-FourRooms-v0", "MiniGrid-Dynamic-Obstacles-6x6-v0"])
+def test_minigrid_incremental_encoding_equals_full_encode(env_id):
+    env = make_vec_env(EnvConfig(id=env_id, num_envs=2), seed=0)
+    obs = env.reset()
+    for i in range(2):
+        np.testing.assert_array_equal(obs[i], reference_encoding(env._envs[i]))
+    rng = np.random.default_rng(0)
+    # Mostly forward/pickup/toggle so that keys get picked up and doors opened.
+    p = np.array([2, 2, 4, 2, 1, 2, 0][: env.num_actions], dtype=float)
+    changed_cells = 0
+    for _ in range(400):
+        before = obs
+        s = env.step(rng.choice(env.num_actions, size=2, p=p / p.sum()))
+        obs = s.obs
+        for i in range(2):
+            np.testing.assert_array_equal(obs[i], reference_encoding(env._envs[i]))
+            if not (s.terminated[i] or s.truncated[i]):
+                # count non-agent cells whose content changed (pickup, door toggles, obstacles)
+                moved = (before[i, :, :, 0] != obs[i, :, :, 0]) & (before[i, :, :, 0] != 10) & (obs[i, :, :, 0] != 10)
+                changed_cells += int(moved.sum() + ((before[i, :, :, 1] != obs[i, :, :, 1]) & (obs[i, :, :, 0] == 4)).sum())
+    if env_id != "MiniGrid-FourRooms-v0":
+        assert changed_cells > 0  # the test did exercise pickups / toggles / moving obstacles
+
+
+def test_minigrid_contract_probes_and_truncation():
+    env = make_vec_env(EnvConfig(id="MiniGrid-Empty-16x16-v0", num_envs=3, max_episode_steps=5), seed=0)
+    assert env.obs_shape == (16, 16, 2) and env.obs_dtype == np.uint8 and env.frame_stack == 1
+    assert env.num_actions == 7 and env.action_meanings[:3] == ["left", "right", "forward"]
+    obs = env.reset()
+    assert obs.shape == (3, 16, 16, 2) and obs.dtype == np.uint8
+
+    def agent_cell(o):
+        ys, xs = np.nonzero(o[:, :, 0] == 10)
+        assert len(ys) == 1  # exactly one agent
+        return ys[0] * 16 + xs[0]
+
+    np.testing.assert_array_equal(env.last_probes()["cell"], [agent_cell(o) for o in obs])
+    for t in range(1, 6):
+        s = env.step(np.array([2, 1, 2]))  # forward, turn, forward
+        assert s.reward.dtype == np.float32 and s.probes["cell"].dtype == np.int64
+        np.testing.assert_array_equal(s.probes["cell"], [agent_cell(o) for o in s.final_obs])
+        np.testing.assert_array_equal(env.last_probes()["cell"], [agent_cell(o) for o in s.obs])
+        if t < 5:
+            assert not (s.truncated | s.terminated).any()
+            assert s.final_obs is s.obs or np.array_equal(s.final_obs, s.obs)
+    # Step 5 hit the limit: truncated (not terminated), obs is a new episode's first obs.
+    assert s.truncated.all() and not s.terminated.any()
+    assert not np.array_equal(s.final_obs, s.obs)
+    assert (s.final_obs[1, :, :, 1][s.final_obs[1, :, :, 0] == 10] != obs[1, :, :, 1][obs[1, :, :, 0] == 10]).all()
+    for i in range(3):
+        np.testing.assert_array_equal(s.obs[i], reference_encoding(env._envs[i]))
+        assert env._envs[i].step_count == 0
+
+
+def test_minigrid_task_truncation_and_reward():
+    env = make_vec_env(EnvConfig(id="MiniGrid-Empty-5x5-v0", num_envs=1), seed=0)
+    env.reset()
+    limit = env._envs[0].max_steps
+    for t in range(1, limit + 1):
+        s = env.step(np.array([0]))  # keep turning: never reaches the goal
+    assert s.truncated[0] and not s.terminated[0] and s.reward[0] == 0
+    # Reaching the goal in Empty-5x5 (agent (1,1) facing right, goal (3,3)): raw reward 1 - 0.9*n/limit.
+    env.reset(seed=0)
+    for a in [2, 2, 1, 2]:
+        s = env.step(np.array([a]))
+    s = env.step(np.array([2]))
+    assert s.terminated[0] and not s.truncated[0]
+    assert s.reward[0] == pytest.approx(1 - 0.9 * 5 / limit)
+
+
+def test_minigrid_seeding_is_deterministic():
+    def rollout(seed, n):
+        env = make_vec_env(EnvConfig(id="MiniGrid-DoorKey-8x8-v0", num_envs=n, max_episode_steps=30), seed=seed)
+        obs = [env.reset()]
+        rng = np.random.default_rng(0)
+        acts = rng.integers(0, env.num_actions, size=(200, 1)).repeat(n, axis=1)
+        steps = [env.step(a) for a in acts]
+        return np.stack(obs + [s.obs for s in steps]), np.stack([s.reward for s in steps])
+
+    a_obs, a_rew = rollout(7, 2)
+    b_obs, b_rew = rollout(7, 2)
+    np.testing.assert_array_equal(a_obs, b_obs)
+    np.testing.assert_array_equal(a_rew, b_rew)
+    # copy 1 of seed 7 is copy 0 of seed 8, including the episodes after autoresets
+    c_obs, _ = rollout(8, 1)
+    np.testing.assert_array_equal(a_obs[:, 1], c_obs[:, 0])
+    assert not np.array_equal(a_obs[:, 0], a_obs[:, 1])
+    # reset(seed) reseeds
+    env = make_vec_env(EnvConfig(id="MiniGrid-DoorKey-8x8-v0", num_envs=2), seed=123)
+    np.testing.assert_array_equal(env.reset(seed=7), a_obs[0])
+
+
+def test_minigrid_render_rgb():
+    env = make_vec_env(EnvConfig(id="MiniGrid-DoorKey-5x5-v0", num_envs=1), seed=0, render=True)
+    env.reset()
+    frame = env.render_rgb()
+    assert frame.shape == (5 * 16, 5 * 16, 3) and frame.dtype == np.uint8 and frame.any()
