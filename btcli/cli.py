@@ -100,6 +100,7 @@ def _train(overrides: dict[str, Any], out: Optional[Path], resume: bool, json_ou
     from btcli.envs import resolve_env_id
     from btcli.loop import Trainer
     from btcli.runs import RunDir
+    from btcli.runtime import resolve_device
 
     if resume:
         if out is None:
@@ -122,6 +123,7 @@ def _train(overrides: dict[str, Any], out: Optional[Path], resume: bool, json_ou
             cfg.env.id = resolve_env_id(cfg.env.id)
         except ValueError as e:
             raise BtcliError(str(e)) from None
+        resolve_device(cfg.device)  # fail before anything is written
         out = out or _default_out(cfg)
         run = RunDir.create(out, to_dict(cfg), sys.argv)
     trainer = Trainer(cfg, run, progress=not quiet)

@@ -1,0 +1,3 @@
+from btcli.cli import main
+
+main()

@@ -1,0 +1,138 @@
+"""End to end: the agent learns, runs are deterministic per seed, killed runs resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from btcli.config import build_config
+from btcli.envs import make_vec_env
+from btcli.evaluation import evaluate
+from btcli.loop import Trainer
+from btcli.runs import RunDir
+from btcli.config import to_dict
+from conftest import REPO
+
+TINY = {"env.id": "MiniGrid-Empty-5x5-v0", "steps": 12_000, "seed": 0, "eval_episodes": 20,
+        "checkpoint_every": 4_000, "threads": 1}
+
+
+def train(tmp_path, name="r", **extra):
+    cfg = build_config(TINY | extra)
+    run = RunDir.create(tmp_path / name, to_dict(cfg), ["test"])
+    return Trainer(cfg, run, progress=False).train(), run
+
+
+@pytest.mark.slow
+def test_agent_solves_empty_room_within_budget(tmp_path):
+    summary, run = train(tmp_path)
+    # a uniform random policy on the same task, same number of evaluation episodes
+    env = make_vec_env(build_config(TINY).env, seed=123)
+    rand = evaluate(lambda obs: np.zeros(len(obs), dtype=np.int64), env, 20, 1.0, seed=123)
+    random_mean = float(np.mean([r.ret for r in rand]))
+    # optimal return on Empty-5x5 is about 0.96 (4 steps of 100); random gets far less
+    assert summary["eval_return_mean"] > 0.9, summary
+    assert random_mean < 0.6
+    assert summary["steps"] == 12_000 and summary["status"] == "complete"
+    metrics = pd.read_csv(run.metrics_path)
+    assert metrics["step"].is_monotonic_increasing
+    assert len(metrics) == summary["episodes"]
+
+
+@pytest.mark.slow
+def test_same_seed_same_numbers(tmp_path):
+    cut = {"steps": 3_000, "eval_episodes": 4}
+    train(tmp_path, "a", **cut)
+    train(tmp_path, "b", **cut)
+    train(tmp_path, "c", seed=1, **cut)
+    a, b, c = (pd.read_csv(tmp_path / n / "metrics.csv").drop(columns="time") for n in "abc")
+    pd.testing.assert_frame_equal(a, b)
+    assert not a.equals(c)
+    la, lb = (pd.read_csv(tmp_path / n / "train.csv")["loss"].dropna() for n in "ab")
+    assert len(la) > 0 and np.array_equal(la.to_numpy(), lb.to_numpy())
+
+
+def start(tmp_path, out, steps):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    args = [sys.executable, "-m", "btcli", "transfer", "--env", "MiniGrid-Empty-5x5-v0", "--steps", str(steps),
+            "--out", str(out), "--set", "checkpoint_every=2000", "--set", "threads=1", "--set", "eval_episodes=4"]
+    return subprocess.Popen(args, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_checkpoint(run: RunDir, proc, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if run.latest_checkpoint() is not None:
+            return
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.2)
+    raise AssertionError("no checkpoint appeared")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_run_resumes_from_last_checkpoint(tmp_path, btcli, sig):
+    out = tmp_path / "r"
+    run = RunDir(out)
+    proc = start(tmp_path, out, 30_000)
+    wait_for_checkpoint(run, proc)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=60)
+    if sig == signal.SIGTERM:
+        # a polite stop saves a checkpoint and says how to continue, in one line
+        assert proc.returncode == 130
+        assert "checkpoint saved" in stderr and "--resume" in stderr
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    assert not run.is_complete()
+    kept_step = int(run.latest_checkpoint().name.split("_")[1])
+    assert kept_step >= 2000
+    resumed = btcli("transfer", "--resume", "--out", str(out), "--steps", "30000", "--json", timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    summary = json.loads(resumed.stdout)
+    assert summary["steps"] == 30_000
+    assert f"resumed from step {kept_step}" in resumed.stderr
+    metrics = pd.read_csv(run.metrics_path)
+    # no episode is logged twice and episode numbers run without gaps
+    assert metrics["step"].is_monotonic_increasing
+    assert list(metrics["episode"]) == list(range(1, len(metrics) + 1))
+    assert summary["episodes"] == len(metrics)
+    # rerunning a finished run does nothing and says so
+    again = btcli("transfer", "--resume", "--out", str(out))
+    assert again.returncode == 0 and "already complete" in again.stderr
+
+
+@pytest.mark.slow
+def test_resume_refuses_changed_config(tmp_path, btcli):
+    out = tmp_path / "r"
+    done = btcli("transfer", "--env", "MiniGrid-Empty-5x5-v0", "--steps", "2000", "--out", str(out), "-q")
+    assert done.returncode == 0, done.stderr
+    changed = btcli("transfer", "--resume", "--out", str(out), "--set", "agent.lr=0.1")
+    assert changed.returncode == 2
+    assert "'agent.lr' is 0.0005 in the saved run but 0.1 on the command line" in changed.stderr
+
+
+@pytest.mark.slow
+def test_report_and_evaluate_a_finished_run(tmp_path, btcli):
+    out = tmp_path / "r"
+    assert btcli("transfer", "--env", "MiniGrid-Empty-5x5-v0", "--steps", "3000", "--out", str(out), "-q",
+                 "--set", "eval_episodes=4").returncode == 0
+    ev = btcli("evaluate", str(out), "--episodes", "6", "--json", "--video")
+    assert ev.returncode == 0, ev.stderr
+    result = json.loads(ev.stdout)
+    assert result["episodes"] == 6 and result["step"] == 3000
+    assert (out / "videos" / f"{result['checkpoint']}.gif").stat().st_size > 0
+    rows = pd.read_csv(out / "eval.csv")
+    assert (rows["checkpoint"] == result["checkpoint"]).sum() == 6
+    rep = btcli("report", str(out), "--json")
+    assert rep.returncode == 0, rep.stderr
+    summary = json.loads(rep.stdout)
+    assert summary["status"] == "complete" and summary["steps_done"] == 3000
+    assert (out / "report.png").stat().st_size > 10_000
+    assert "report.png" in (out / "report.md").read_text()
