@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from btcli.envs import validate_env_config
 from btcli.envs.base import EnvConfig, _f
 from btcli.errors import BtcliError
 
@@ -70,7 +71,7 @@ class RunConfig:
     device: str = _f("auto", "'auto' (CUDA when present), 'cpu' or 'cuda'")
     threads: int = _f(0, "CPU threads for torch (0: all cores)")
     eval_every: int = _f(0, "environment steps between evaluations (0: only at the end)")
-    eval_episodes: int = _f(10, "episodes per evaluation")
+    eval_episodes: int = _f(10, "episodes per evaluation (0: no evaluation)")
     checkpoint_every: int = _f(25_000, "environment steps between checkpoints")
     keep_checkpoints: int = _f(2, "complete checkpoints kept on disk (older ones are pruned)")
     save_replay: bool = _f(False, "store the replay buffer in checkpoints (large for Atari) so a resume keeps it")
@@ -86,26 +87,30 @@ class RunConfig:
             "device": (self.device, ("auto", "cpu", "cuda")),
             "agent.torso": (self.agent.torso, ("auto", "cnn", "mlp")),
             "agent.precision": (self.agent.precision, ("fp32", "bf16")),
-            "env.atari_backend": (self.env.atari_backend, ("vector", "gym")),
         }
         for key, (value, allowed) in choices.items():
             if value not in allowed:
                 raise ConfigError(f"config key '{key}' is '{value}'; choose one of: {', '.join(allowed)}")
         positive = {
-            "steps": self.steps, "env.num_envs": self.env.num_envs, "agent.batch_size": self.agent.batch_size,
+            "steps": self.steps, "agent.batch_size": self.agent.batch_size,
             "agent.buffer_size": self.agent.buffer_size, "agent.n_step": self.agent.n_step,
             "agent.train_freq": self.agent.train_freq, "agent.target_update": self.agent.target_update,
-            "agent.hidden": self.agent.hidden, "eval_episodes": self.eval_episodes,
+            "agent.hidden": self.agent.hidden,
             "checkpoint_every": self.checkpoint_every, "keep_checkpoints": self.keep_checkpoints,
             "train_log_every": self.train_log_every,
         }
         for key, value in positive.items():
             if value <= 0:
                 raise ConfigError(f"config key '{key}' must be positive, got {value}")
+        if self.eval_episodes < 0:
+            raise ConfigError(f"config key 'eval_episodes' must be >= 0, got {self.eval_episodes}")
         if not 0.0 < self.agent.gamma <= 1.0:
             raise ConfigError(f"config key 'agent.gamma' must be in (0, 1], got {self.agent.gamma}")
-        if not 0.0 <= self.env.sticky_actions < 1.0:
-            raise ConfigError(f"config key 'env.sticky_actions' must be in [0, 1), got {self.env.sticky_actions}")
+        try:
+            validate_env_config(self.env)
+        except ValueError as e:  # messages read "env.<key> must ..."
+            key, _, rest = str(e).partition(" ")
+            raise ConfigError(f"config key '{key}' {rest}") from None
         if self.agent.lr <= 0:
             raise ConfigError(f"config key 'agent.lr' must be positive, got {self.agent.lr}")
 

@@ -222,7 +222,7 @@ class Trainer:
                     train_log.write([[c.env_steps, round(self._elapsed(), 3), round(sps, 1), round(eps, 5),
                                       loss_v, q_v, self.learner.updates, len(self.replay)]])
                     c.next_train_log += cfg.train_log_every
-                if c.env_steps >= c.next_eval:
+                if c.env_steps >= c.next_eval and cfg.eval_episodes:
                     self._evaluate(eval_log, progress)
                     c.next_eval += cfg.eval_every
                 if c.env_steps >= next_progress:
@@ -239,7 +239,7 @@ class Trainer:
                     c.next_checkpoint += cfg.checkpoint_every
             progress.update(c.env_steps, {"sps": sps or None})
 
-            if self.last_eval is None or self.last_eval["step"] != c.env_steps:
+            if cfg.eval_episodes and (self.last_eval is None or self.last_eval["step"] != c.env_steps):
                 self._evaluate(eval_log, progress)
         self.save_checkpoint()
         for log in (metrics, train_log, eval_log):

@@ -69,3 +69,24 @@ def test_epsilon_greedy_rate():
     # random actions are non-zero 3/4 of the time: expected share 0.3 * 0.75 = 0.225
     assert abs((actions != 0).mean() - 0.225) < 0.01
     assert (epsilon_greedy(greedy, 0.0, 4, rng) == 0).all()
+
+
+def test_grid_lookup_matches_embedding_forward_and_gradient():
+    from btcli.agent.networks import _SmallVocabLookup
+
+    torch.manual_seed(0)
+    table = torch.randn(44, 3, requires_grad=True)
+    reference = torch.nn.Embedding(44, 3)
+    reference.weight.data.copy_(table.data)
+    codes = torch.randint(0, 44, (5, 7, 7))
+    codes[0, 0, 0] = codes[0, 0, 1] = 9  # a repeated code accumulates gradient
+    ours, theirs = _SmallVocabLookup.apply(codes, table), reference(codes)
+    assert torch.equal(ours, theirs)
+    weights = torch.randn_like(ours)
+    (ours * weights).sum().backward()
+    (theirs * weights).sum().backward()
+    assert torch.allclose(table.grad, reference.weight.grad, atol=1e-6)
+    assert table.grad[codes.unique()].abs().sum() > 0
+    unused = torch.ones(44, dtype=torch.bool)
+    unused[codes.unique()] = False
+    assert table.grad[unused].abs().sum() == 0

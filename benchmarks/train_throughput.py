@@ -1,0 +1,175 @@
+"""Whole-training-loop throughput: btcli's loop against a textbook serial DQN loop.
+
+Both run the same hyperparameters (batch 32, one update every 4 environment steps, Nature CNN
+on Atari / MLP on MiniGrid, double DQN) on the same machine in one benchmark run, each in a
+fresh process, so the ratio holds when the machine's speed drifts. Steps per second are
+measured only after learning starts (updates dominate; the random warm-up is not counted).
+
+    python benchmarks/train_throughput.py                       # Breakout + FourRooms
+    python benchmarks/train_throughput.py --env ALE/Breakout-v5 --measure 4000
+    python benchmarks/train_throughput.py --variants btcli-fp32,btcli-bf16 --num-envs 8
+
+The textbook loop is what a single-file DQN does: one environment, a batch-1 forward per
+step, a replay buffer storing obs and next_obs stacks, an update every 4 steps with the
+default (per-tensor) Adam, and the default allocator settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+VARIANTS = ("textbook", "btcli-fp32", "btcli-bf16")
+
+
+def run_textbook(env_id: str, warmup: int, measure: int, seed: int, threads: int) -> dict:
+    import numpy as np
+    import torch
+
+    from btcli.agent.dqn import td_targets
+    from btcli.agent.networks import build_q_network
+    from btcli.config import build_config
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    cfg = build_config({"env.id": env_id, "env.num_envs": 1, "env.atari_backend": "gym"})
+    from btcli.envs import make_vec_env
+
+    env = make_vec_env(cfg.env, seed=seed)
+    net = build_q_network(env.obs_shape, env.num_actions, torso=cfg.agent.torso, hidden=cfg.agent.hidden)
+    target = build_q_network(env.obs_shape, env.num_actions, torso=cfg.agent.torso, hidden=cfg.agent.hidden)
+    target.load_state_dict(net.state_dict())
+    opt = torch.optim.Adam(net.parameters(), lr=1e-4, eps=1.5e-4)
+    cap = warmup + measure + 10
+    obs_buf = np.zeros((cap, *env.obs_shape), dtype=env.obs_dtype)
+    next_buf = np.zeros_like(obs_buf)
+    act_buf = np.zeros(cap, dtype=np.int64)
+    rew_buf = np.zeros(cap, dtype=np.float32)
+    done_buf = np.zeros(cap, dtype=np.float32)
+    rng = np.random.default_rng(seed)
+    obs = env.reset(seed=seed)
+    t_start = None
+    for t in range(warmup + measure):
+        if t == warmup:
+            t_start = time.perf_counter()
+        if rng.random() < 0.1:
+            action = int(rng.integers(env.num_actions))
+        else:
+            with torch.no_grad():
+                action = int(net(torch.from_numpy(obs)).argmax(1)[0])
+        step = env.step(np.array([action]))
+        done = bool(step.terminated[0] or step.truncated[0])
+        obs_buf[t], act_buf[t], rew_buf[t] = obs[0], action, np.clip(step.reward[0], -1, 1)
+        next_buf[t] = step.final_obs[0] if done else step.obs[0]
+        done_buf[t] = float(step.terminated[0])
+        obs = step.obs
+        if t >= warmup and t % 4 == 0:
+            idx = rng.integers(0, t + 1, size=32)
+            o, a = torch.from_numpy(obs_buf[idx]), torch.from_numpy(act_buf[idx])
+            r, d = torch.from_numpy(rew_buf[idx]), torch.from_numpy(done_buf[idx])
+            n = torch.from_numpy(next_buf[idx])
+            with torch.no_grad():
+                y = td_targets(r, 0.99 * (1 - d), target(n), net(n))
+            q = net(o).gather(1, a.unsqueeze(1)).squeeze(1)
+            loss = torch.nn.functional.smooth_l1_loss(q, y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        if t % 1000 == 0:
+            target.load_state_dict(net.state_dict())
+    elapsed = time.perf_counter() - t_start
+    return {"sps": measure / elapsed, "num_envs": 1}
+
+
+def run_btcli(env_id: str, warmup: int, measure: int, seed: int, threads: int, precision: str,
+              num_envs: int, device: str) -> dict:
+    import pandas as pd
+
+    from btcli.config import build_config, to_dict
+    from btcli.loop import Trainer
+    from btcli.runs import RunDir
+
+    log_every = 500
+    cfg = build_config({
+        "env.id": env_id, "env.num_envs": num_envs, "steps": warmup + measure, "seed": seed,
+        "threads": threads, "device": device, "agent.precision": precision,
+        "agent.learning_starts": warmup, "agent.batch_size": 32, "agent.train_freq": 4,
+        "train_log_every": log_every, "checkpoint_every": 10**9, "eval_episodes": 0,
+        "agent.buffer_size": max(10_000, warmup + measure + 1000),
+    })
+    with tempfile.TemporaryDirectory() as tmp:
+        run = RunDir.create(Path(tmp) / "run", to_dict(cfg), ["benchmark"])
+        trainer = Trainer(cfg, run, progress=False)
+        trainer.train()
+        rows = pd.read_csv(run.train_path)
+    # time between the first log row after learning starts and the last one
+    rows = rows[rows["step"] >= warmup + log_every]
+    steps = rows["step"].iloc[-1] - rows["step"].iloc[0]
+    seconds = rows["time"].iloc[-1] - rows["time"].iloc[0]
+    return {"sps": steps / seconds, "num_envs": num_envs, "device": str(trainer.device)}
+
+
+def child(args) -> None:
+    args.env = args.env[0]
+    if args.variant == "textbook":
+        result = run_textbook(args.env, args.warmup, args.measure, args.seed, args.threads)
+    else:
+        result = run_btcli(args.env, args.warmup, args.measure, args.seed, args.threads,
+                           args.variant.split("-")[1], args.num_envs, args.device)
+    print("RESULT " + json.dumps(result))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--env", action="append", help="env id (repeatable; default Breakout and FourRooms)")
+    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--warmup", type=int, default=None, help="random steps before learning (default 1000 Atari, 2000 grid)")
+    p.add_argument("--measure", type=int, default=None, help="steps timed after learning starts (default 3000 Atari, 30000 grid)")
+    p.add_argument("--num-envs", type=int, default=4)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--variant", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.threads == 0:
+        args.threads = len(os.sched_getaffinity(0))
+    if args.variant:
+        child(args)
+        return
+    envs = args.env or ["ALE/Breakout-v5", "MiniGrid-FourRooms-v0"]
+    print(f"# machine: {os.cpu_count()} CPUs, torch threads {args.threads}, device {args.device}")
+    for env_id in envs:
+        atari = env_id.startswith("ALE/")
+        warmup = args.warmup or (1000 if atari else 2000)
+        measure = args.measure or (3000 if atari else 30000)
+        results = {}
+        for variant in args.variants.split(","):
+            if variant == "btcli-bf16" and not atari:
+                continue
+            cmd = [sys.executable, __file__, "--variant", variant, "--env", env_id, "--warmup", str(warmup),
+                   "--measure", str(measure), "--num-envs", str(args.num_envs), "--threads", str(args.threads),
+                   "--device", args.device, "--seed", str(args.seed)]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+            if proc.returncode != 0 or not line:
+                print(f"{env_id} {variant}: FAILED\n{proc.stderr[-2000:]}")
+                continue
+            results[variant] = json.loads(line[0][7:])
+        base = results.get("textbook", {}).get("sps")
+        print(f"\n{env_id}: steps/s after learning starts ({measure} steps, batch 32, 1 update / 4 steps)")
+        for variant, r in results.items():
+            ratio = f"{r['sps'] / base:5.2f}x textbook" if base else ""
+            print(f"  {variant:12s} envs={r['num_envs']:<3d} {r['sps']:9.1f} steps/s  {ratio}")
+
+
+if __name__ == "__main__":
+    main()
