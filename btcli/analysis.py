@@ -273,9 +273,23 @@ def _max_step(run: RunData) -> float | None:
     return max(vals) if vals else None
 
 
+def _training_evals(run: RunData) -> pd.DataFrame:
+    """Evaluation rows written by the training loop (empty ``checkpoint``).
+
+    ``btcli evaluate`` appends rows naming a checkpoint, possibly with another epsilon or
+    episode count; mixing them into the training curve would change what a point means.
+    Runs with only such rows fall back to all rows.
+    """
+    e = run.eval
+    if e.empty or "checkpoint" not in e.columns:
+        return e
+    during = e[e["checkpoint"].isna() | (e["checkpoint"].astype(str).str.strip() == "")]
+    return during if not during.empty else e
+
+
 def _last_eval(run: RunData) -> dict:
     out = {"eval_step": None, "eval_return_mean": None, "eval_return_std": None, "eval_episodes": None}
-    e = run.eval
+    e = _training_evals(run)
     if e.empty:
         return out
     step = e["step"].to_numpy(dtype=float)
@@ -319,7 +333,7 @@ def summarize_run(run: RunData, window: int = 100) -> dict:
       part of the budget it reached). ``None`` without a budget or without episodes.
     * ``eval_step``, ``eval_return_mean``, ``eval_return_std`` (sample std, ddof=1; ``None``
       with one episode), ``eval_episodes`` -- from the eval.csv rows at the LAST eval step.
-    * ``mean_sps`` -- ``summary.json``'s ``mean_sps``, else the mean of train.csv's ``sps``.
+    * ``mean_sps`` -- ``summary.json``'s ``mean_sps``, else train.csv's last step over its last time.
     * ``wall_time_s`` -- ``summary.json``'s ``wall_time_s``, else the latest ``time`` logged
       in metrics/train CSVs (elapsed time so far for an unfinished run).
     * ``notes`` -- list of human-readable caveats (unfinished run, short window, ...).
@@ -373,9 +387,10 @@ def summarize_run(run: RunData, window: int = 100) -> dict:
 
     mean_sps = _finite(summ.get("mean_sps")) if summ else None
     if mean_sps is None and not run.train.empty:
-        sps = run.train["sps"].to_numpy(dtype=float)
-        sps = sps[np.isfinite(sps)]
-        mean_sps = float(sps.mean()) if sps.size else None
+        # steps over elapsed time, not the mean of per-row rates (which over-weights fast phases)
+        last = run.train.dropna(subset=["step", "time"])
+        if not last.empty and float(last["time"].iloc[-1]) > 0:
+            mean_sps = float(last["step"].iloc[-1]) / float(last["time"].iloc[-1])
 
     wall = _finite(summ.get("wall_time_s")) if summ else None
     if wall is None:
@@ -492,7 +507,7 @@ def plot_learning_curve(run: RunData, out_path: str | os.PathLike, *, bins: int 
             label="train 95% CI",
         )
         plotted = True
-    e = run.eval
+    e = _training_evals(run)
     if not e.empty:
         ev = e[np.isfinite(e["step"].to_numpy(dtype=float)) & np.isfinite(e["return"].to_numpy(dtype=float))]
         if not ev.empty:

@@ -227,7 +227,8 @@ def test_mean_sps_and_wall_time_from_train_csv(tmp_path):
         }
     )
     s = summarize_run(load_run(make_run(tmp_path / "r", returns=[1.0], train=train)))
-    assert s["mean_sps"] == pytest.approx(200.0)
+    # 30 steps in 40 s: total steps over total time, not the mean of the per-row rates (200)
+    assert s["mean_sps"] == pytest.approx(30 / 40.0)
     assert s["wall_time_s"] == pytest.approx(40.0)
     assert s["steps_done"] == 100  # metrics' last episode (budget 100) beats train's 30
 
@@ -357,3 +358,20 @@ def test_render_summary_table(tmp_path):
     out = console.export_text()
     assert "unfinished" in out and "MiniGrid-Empty-5x5-v0" in out
     assert isinstance(load_run(tmp_path / "r"), RunData)
+
+
+def test_evaluate_command_rows_do_not_mix_into_training_evals(tmp_path):
+    import pandas as pd
+    import yaml
+
+    from btcli.analysis import load_run, summarize_run
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump({"command": "transfer", "mode": "scratch", "seed": 0,
+                                                     "steps": 100, "env": {"id": "MiniGrid-Empty-5x5-v0"}}))
+    pd.DataFrame({"step": [100, 100, 100, 100], "episode": [0, 1, 0, 1], "return": [1.0, 3.0, 10.0, 20.0],
+                  "length": [5] * 4, "epsilon": [0.001] * 4,
+                  "checkpoint": ["", "", "step_000000000100", "step_000000000100"]}).to_csv(run / "eval.csv", index=False)
+    summary = summarize_run(load_run(run))
+    assert summary["eval_return_mean"] == 2.0 and summary["eval_episodes"] == 2

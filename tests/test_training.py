@@ -1,6 +1,7 @@
 """End to end: the agent learns, runs are deterministic per seed, killed runs resume."""
 
 import json
+from dataclasses import replace
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from btcli.config import build_config
 from btcli.envs import make_vec_env
@@ -136,3 +138,33 @@ def test_report_and_evaluate_a_finished_run(tmp_path, btcli):
     assert summary["status"] == "complete" and summary["steps_done"] == 3000
     assert (out / "report.png").stat().st_size > 10_000
     assert "report.png" in (out / "report.md").read_text()
+
+
+def test_checkpoint_with_replay_restores_buffer_and_counters(tmp_path):
+    cfg = build_config(TINY | {"steps": 2_000, "save_replay": True, "eval_episodes": 0,
+                               "agent.learning_starts": 500})
+    run = RunDir.create(tmp_path / "r", to_dict(cfg), ["test"])
+    first = Trainer(cfg, run, progress=False)
+    first.train()
+    second = Trainer(cfg, run, progress=False)
+    step = second.restore()
+    assert step == 2_000
+    assert len(second.replay) == len(first.replay) > 0
+    assert replace(second.counters, elapsed_s=0.0) == first.counters
+    assert second.counters.elapsed_s > 0
+    a, b = first.replay.sample(16), second.replay.sample(16)
+    assert np.array_equal(a.obs, b.obs) and np.array_equal(a.returns, b.returns)
+    for p, q in zip(first.learner.online.parameters(), second.learner.online.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_resume_refuses_checkpoint_of_another_environment(tmp_path, btcli):
+    out = tmp_path / "r"
+    assert btcli("transfer", "--env", "MiniGrid-Empty-5x5-v0", "--steps", "1000", "--out", str(out), "-q",
+                 "--set", "eval_episodes=0").returncode == 0
+    (out / "summary.json").unlink()
+    text = (out / "config.yaml").read_text().replace("MiniGrid-Empty-5x5-v0", "MiniGrid-Empty-6x6-v0")
+    (out / "config.yaml").write_text(text)
+    proc = btcli("transfer", "--resume", "--out", str(out))
+    assert proc.returncode == 2
+    assert "has env_id='MiniGrid-Empty-5x5-v0' but this run has 'MiniGrid-Empty-6x6-v0'" in proc.stderr
