@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from btcli.envs import EnvConfig, make_vec_env  # noqa: E402
+from btcli.envs import EnvConfig, make_vec_env
 
 
 def _timed(step_once, n_per_call: int, seconds: float) -> float:

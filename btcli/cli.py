@@ -9,12 +9,21 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
 
-from btcli.config import RunConfig, all_keys, build_config, from_dict, help_text, load_yaml_overrides, parse_set_items, to_dict
+from btcli.config import (
+    RunConfig,
+    all_keys,
+    build_config,
+    from_dict,
+    help_text,
+    load_yaml_overrides,
+    parse_set_items,
+    to_dict,
+)
 from btcli.errors import BtcliError
 
 app = typer.Typer(
@@ -27,7 +36,7 @@ out = Console(highlight=False)
 TRANSFER_MODES = ("scratch",)
 
 
-def _overrides(config: Optional[Path], flags: dict[str, Any], sets: list[str]) -> dict[str, Any]:
+def _overrides(config: Path | None, flags: dict[str, Any], sets: list[str]) -> dict[str, Any]:
     """Flat overrides in precedence order: YAML file, then flags that were given, then --set."""
     merged: dict[str, Any] = {}
     if config is not None:
@@ -72,14 +81,14 @@ def _fail(e: BtcliError) -> None:
 @app.command()
 def transfer(
     mode: str = typer.Option("scratch", help="who learns from what: scratch (from random weights, epsilon-greedy)"),
-    env: Optional[str] = typer.Option(None, "--env", help="environment id, e.g. ALE/Breakout-v5 or MiniGrid-FourRooms-v0"),
-    steps: Optional[int] = typer.Option(None, help="environment steps to train for"),
-    seed: Optional[int] = typer.Option(None, help="seed of networks, exploration and environments"),
-    out: Optional[Path] = typer.Option(None, help="run directory (default runs/<command>-<mode>-<env>-s<seed>)"),
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML file of config keys (see `btcli keys`)"),
+    env: str | None = typer.Option(None, "--env", help="environment id, e.g. ALE/Breakout-v5 or MiniGrid-FourRooms-v0"),
+    steps: int | None = typer.Option(None, help="environment steps to train for"),
+    seed: int | None = typer.Option(None, help="seed of networks, exploration and environments"),
+    out: Path | None = typer.Option(None, help="run directory (default runs/<command>-<mode>-<env>-s<seed>)"),
+    config: Path | None = typer.Option(None, "--config", help="YAML file of config keys (see `btcli keys`)"),
     set_: list[str] = typer.Option([], "--set", help="override a config key: --set agent.lr=1e-4 (repeatable)"),
-    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda"),
-    num_envs: Optional[int] = typer.Option(None, "--num-envs", help="environment copies stepped together"),
+    device: str | None = typer.Option(None, help="auto | cpu | cuda"),
+    num_envs: int | None = typer.Option(None, "--num-envs", help="environment copies stepped together"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last complete checkpoint"),
     json_out: bool = typer.Option(False, "--json", help="print the final summary as JSON on stdout"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress output"),
@@ -96,7 +105,7 @@ def transfer(
         _fail(e)
 
 
-def _train(overrides: dict[str, Any], out: Optional[Path], resume: bool, json_out: bool, quiet: bool) -> None:
+def _train(overrides: dict[str, Any], out: Path | None, resume: bool, json_out: bool, quiet: bool) -> None:
     from btcli.envs import resolve_env_id
     from btcli.loop import Trainer
     from btcli.runs import RunDir
@@ -149,8 +158,8 @@ def _print_run_summary(summary: dict[str, Any], path: Path) -> None:
 def evaluate(
     run_dir: Path = typer.Argument(..., metavar="RUN", help="a run directory"),
     episodes: int = typer.Option(10, help="evaluation episodes"),
-    checkpoint: Optional[str] = typer.Option(None, help="checkpoint folder or step (default: the newest complete one)"),
-    epsilon: Optional[float] = typer.Option(None, help="evaluation epsilon (default: the run's explore.eps_eval)"),
+    checkpoint: str | None = typer.Option(None, help="checkpoint folder or step (default: the newest complete one)"),
+    epsilon: float | None = typer.Option(None, help="evaluation epsilon (default: the run's explore.eps_eval)"),
     seed: int = typer.Option(12345, help="seed of the evaluation environments"),
     video: bool = typer.Option(False, "--video", help="also record one episode as RUN/videos/<checkpoint>.gif"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),

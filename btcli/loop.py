@@ -9,8 +9,9 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,8 +25,16 @@ from btcli.envs import make_vec_env
 from btcli.errors import Interrupted
 from btcli.evaluation import evaluate, greedy_actor
 from btcli.progress import ProgressReporter
-from btcli.runs import (EVAL_COLUMNS, METRICS_COLUMNS, TRAIN_COLUMNS, CsvLog, RunDir, RunDirError,
-                        load_checkpoint, truncate_csv_after)
+from btcli.runs import (
+    EVAL_COLUMNS,
+    METRICS_COLUMNS,
+    TRAIN_COLUMNS,
+    CsvLog,
+    RunDir,
+    RunDirError,
+    load_checkpoint,
+    truncate_csv_after,
+)
 from btcli.runtime import configure_torch, resolve_device, seed_everything, tune_malloc
 
 CHECKPOINT_FORMAT = 1
@@ -251,7 +260,7 @@ class Trainer:
 
     def _sample(self, batch_size: int):
         b = self.replay.sample(batch_size)
-        to = lambda x: torch.from_numpy(x).to(self.device, non_blocking=True)  # noqa: E731
+        to = lambda x: torch.from_numpy(x).to(self.device, non_blocking=True)
         return to(b.obs), to(b.actions), to(b.returns), to(b.discounts), to(b.next_obs)
 
     def _evaluate(self, eval_log: CsvLog, progress: ProgressReporter) -> None:

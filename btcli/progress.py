@@ -6,7 +6,13 @@ import sys
 import time
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
 
 class ProgressReporter:
@@ -61,7 +67,7 @@ class ProgressReporter:
             self._rich.stop()
 
 
-def _fmt(value: float | int) -> str:
+def _fmt(value: float) -> str:
     if isinstance(value, int):
         return str(value)
     if abs(value) >= 100:

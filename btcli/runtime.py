@@ -44,7 +44,12 @@ def resolve_device(name: str) -> torch.device:
 
 def configure_torch(threads: int) -> int:
     """Set torch's CPU thread count (0: all cores); returns the count in use."""
-    count = threads if threads > 0 else (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    if threads > 0:
+        count = threads
+    elif hasattr(os, "sched_getaffinity"):
+        count = len(os.sched_getaffinity(0))
+    else:
+        count = os.cpu_count() or 1
     torch.set_num_threads(count)
     return count
 

@@ -1,8 +1,14 @@
 import pytest
 import yaml
 
-from btcli.config import (ConfigError, build_config, from_dict, load_yaml_overrides, parse_set_items,
-                          to_dict)
+from btcli.config import (
+    ConfigError,
+    build_config,
+    from_dict,
+    load_yaml_overrides,
+    parse_set_items,
+    to_dict,
+)
 
 
 def test_precedence_defaults_preset_yaml_flags_set(tmp_path):

@@ -4,8 +4,15 @@ import json
 import pytest
 import torch
 
-from btcli.runs import (CHECKPOINT_MARKER, RunDir, RunDirError, atomic_write_text, disk_errors,
-                        load_checkpoint, truncate_csv_after)
+from btcli.runs import (
+    CHECKPOINT_MARKER,
+    RunDir,
+    RunDirError,
+    atomic_write_text,
+    disk_errors,
+    load_checkpoint,
+    truncate_csv_after,
+)
 
 
 def test_create_refuses_existing_directory(tmp_path):

@@ -1,25 +1,24 @@
 """End to end: the agent learns, runs are deterministic per seed, killed runs resume."""
 
 import json
-from dataclasses import replace
 import os
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import REPO
 
-from btcli.config import build_config
+from btcli.config import build_config, to_dict
 from btcli.envs import make_vec_env
 from btcli.evaluation import evaluate
 from btcli.loop import Trainer
 from btcli.runs import RunDir
-from btcli.config import to_dict
-from conftest import REPO
 
 TINY = {"env.id": "MiniGrid-Empty-5x5-v0", "steps": 12_000, "seed": 0, "eval_episodes": 20,
         "checkpoint_every": 4_000, "threads": 1}

@@ -16,13 +16,19 @@ for Atari only when made with ``render=True``). See ``base.py`` for the contract
 from __future__ import annotations
 
 from .base import EnvConfig, Step, VecEnv
-from .registry import UnknownEnvError, is_atari, is_minigrid, list_env_ids, resolve_env_id
+from .registry import (
+    UnknownEnvError,
+    is_atari,
+    is_minigrid,
+    list_env_ids,
+    resolve_env_id,
+)
 
 __all__ = [
     "EnvConfig",
     "Step",
-    "VecEnv",
     "UnknownEnvError",
+    "VecEnv",
     "is_atari",
     "is_minigrid",
     "list_env_ids",

@@ -29,10 +29,9 @@ def is_minigrid(env_id: str) -> bool:
 
 @functools.lru_cache(maxsize=1)
 def _registered() -> tuple[str, ...]:
-    import gymnasium as gym
-
     # Both imports register their ids with gymnasium as a side effect.
-    import ale_py  # noqa: F401
+    import ale_py
+    import gymnasium as gym
     import minigrid  # noqa: F401
 
     gym.register_envs(ale_py)
