@@ -158,7 +158,10 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--variant", variant, "--env", env_id, "--warmup", str(warmup),
                    "--measure", str(measure), "--num-envs", str(args.num_envs), "--threads", str(args.threads),
                    "--device", args.device, "--seed", str(args.seed)]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
+            # one BLAS thread for every variant: the gym backend's frame resize is a numpy matmul,
+            # and threaded OpenBLAS spinning beside torch's OpenMP threads slows both 4-5x
+            env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
             line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
             if proc.returncode != 0 or not line:
                 print(f"{env_id} {variant}: FAILED\n{proc.stderr[-2000:]}")

@@ -90,3 +90,21 @@ def test_grid_lookup_matches_embedding_forward_and_gradient():
     unused = torch.ones(44, dtype=torch.bool)
     unused[codes.unique()] = False
     assert table.grad[unused].abs().sum() == 0
+
+
+def test_bf16_update_follows_fp32_gradient():
+    """The opt-in bf16 autocast changes the update's numbers only slightly."""
+    torch.manual_seed(0)
+    obs = torch.randint(0, 255, (32, 4, 84, 84), dtype=torch.uint8)
+    next_obs = torch.randint(0, 255, (32, 4, 84, 84), dtype=torch.uint8)
+    actions = torch.randint(0, 4, (32,))
+    returns, discounts = torch.randn(32), torch.full((32,), 0.97)
+    grads = {}
+    for precision in ("fp32", "bf16"):
+        torch.manual_seed(1)
+        learner = DQNLearner(build_q_network((4, 84, 84), 4), lr=0.0, adam_eps=1e-8, precision=precision)
+        learner.update(obs, actions, returns, discounts, next_obs)
+        grads[precision] = torch.cat([p.grad.flatten() for p in learner.online.parameters()])
+    cosine = torch.nn.functional.cosine_similarity(grads["fp32"], grads["bf16"], dim=0)
+    assert cosine > 0.98, cosine
+    assert not torch.equal(grads["fp32"], grads["bf16"])  # bf16 really ran
