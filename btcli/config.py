@@ -125,7 +125,7 @@ ATARI_PRESET: dict[str, Any] = {
 MINIGRID_PRESET: dict[str, Any] = {
     "agent.torso": "mlp", "agent.lr": 5e-4, "agent.buffer_size": 100_000,
     "agent.learning_starts": 1_000, "agent.target_update": 1_000, "agent.reward_clip": 0.0,
-    "agent.gamma": 0.99, "explore.eps_decay_steps": 20_000, "explore.eps_eval": 0.0,
+    "agent.gamma": 0.99, "explore.eps_decay_steps": 20_000, "explore.eps_eval": 0.01,
     "env.num_envs": 4,
 }
 
