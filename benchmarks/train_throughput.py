@@ -1,13 +1,14 @@
 """Whole-training-loop throughput: btcli's loop against a textbook serial DQN loop.
 
 Both run the same hyperparameters (batch 32, one update every 4 environment steps, Nature CNN
-on Atari / MLP on MiniGrid, double DQN) on the same machine in one benchmark run, each in a
+on Atari / MLP on MiniGrid, double DQN unless --no-double) on the same machine in one benchmark run, each in a
 fresh process, so the ratio holds when the machine's speed drifts. Steps per second are
 measured only after learning starts (updates dominate; the random warm-up is not counted).
 
     python benchmarks/train_throughput.py                       # Breakout + FourRooms
     python benchmarks/train_throughput.py --env ALE/Breakout-v5 --measure 4000
     python benchmarks/train_throughput.py --variants btcli-fp32,btcli-bf16 --num-envs 8
+    python benchmarks/train_throughput.py --no-double   # vanilla DQN targets, as CleanRL's dqn_atari.py
 
 The textbook loop is what a single-file DQN does: one environment, a batch-1 forward per
 step, a replay buffer storing obs and next_obs stacks, an update every 4 steps with the
@@ -31,7 +32,7 @@ sys.path.insert(0, str(REPO))
 VARIANTS = ("textbook", "btcli-fp32", "btcli-bf16")
 
 
-def run_textbook(env_id: str, warmup: int, measure: int, seed: int, threads: int) -> dict:
+def run_textbook(env_id: str, warmup: int, measure: int, seed: int, threads: int, double: bool) -> dict:
     import numpy as np
     import torch
 
@@ -78,7 +79,7 @@ def run_textbook(env_id: str, warmup: int, measure: int, seed: int, threads: int
             r, d = torch.from_numpy(rew_buf[idx]), torch.from_numpy(done_buf[idx])
             n = torch.from_numpy(next_buf[idx])
             with torch.no_grad():
-                y = td_targets(r, 0.99 * (1 - d), target(n), net(n))
+                y = td_targets(r, 0.99 * (1 - d), target(n), net(n) if double else None)
             q = net(o).gather(1, a.unsqueeze(1)).squeeze(1)
             loss = torch.nn.functional.smooth_l1_loss(q, y)
             opt.zero_grad()
@@ -91,7 +92,7 @@ def run_textbook(env_id: str, warmup: int, measure: int, seed: int, threads: int
 
 
 def run_btcli(env_id: str, warmup: int, measure: int, seed: int, threads: int, precision: str,
-              num_envs: int, device: str) -> dict:
+              num_envs: int, device: str, double: bool) -> dict:
     import pandas as pd
 
     from btcli.config import build_config, to_dict
@@ -102,7 +103,7 @@ def run_btcli(env_id: str, warmup: int, measure: int, seed: int, threads: int, p
     cfg = build_config({
         "env.id": env_id, "env.num_envs": num_envs, "steps": warmup + measure, "seed": seed,
         "threads": threads, "device": device, "agent.precision": precision,
-        "agent.learning_starts": warmup, "agent.batch_size": 32, "agent.train_freq": 4,
+        "agent.learning_starts": warmup, "agent.double": double, "agent.batch_size": 32, "agent.train_freq": 4,
         "train_log_every": log_every, "checkpoint_every": 10**9, "eval_episodes": 0,
         "agent.buffer_size": max(10_000, warmup + measure + 1000),
     })
@@ -121,10 +122,10 @@ def run_btcli(env_id: str, warmup: int, measure: int, seed: int, threads: int, p
 def child(args) -> None:
     args.env = args.env[0]
     if args.variant == "textbook":
-        result = run_textbook(args.env, args.warmup, args.measure, args.seed, args.threads)
+        result = run_textbook(args.env, args.warmup, args.measure, args.seed, args.threads, args.double)
     else:
         result = run_btcli(args.env, args.warmup, args.measure, args.seed, args.threads,
-                           args.variant.split("-")[1], args.num_envs, args.device)
+                           args.variant.split("-")[1], args.num_envs, args.device, args.double)
     print("RESULT " + json.dumps(result))
 
 
@@ -138,6 +139,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-double", dest="double", action="store_false", help="vanilla DQN targets (2 forward passes)")
     p.add_argument("--variant", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.threads == 0:
@@ -157,7 +159,7 @@ def main() -> None:
                 continue
             cmd = [sys.executable, __file__, "--variant", variant, "--env", env_id, "--warmup", str(warmup),
                    "--measure", str(measure), "--num-envs", str(args.num_envs), "--threads", str(args.threads),
-                   "--device", args.device, "--seed", str(args.seed)]
+                   "--device", args.device, "--seed", str(args.seed)] + ([] if args.double else ["--no-double"])
             # one BLAS thread for every variant: the gym backend's frame resize is a numpy matmul,
             # and threaded OpenBLAS spinning beside torch's OpenMP threads slows both 4-5x
             env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
@@ -168,7 +170,8 @@ def main() -> None:
                 continue
             results[variant] = json.loads(line[0][7:])
         base = results.get("textbook", {}).get("sps")
-        print(f"\n{env_id}: steps/s after learning starts ({measure} steps, batch 32, 1 update / 4 steps)")
+        kind = "double DQN" if args.double else "DQN"
+        print(f"\n{env_id}: steps/s after learning starts ({measure} steps, {kind}, batch 32, 1 update / 4 steps)")
         for variant, r in results.items():
             ratio = f"{r['sps'] / base:5.2f}x textbook" if base else ""
             print(f"  {variant:12s} envs={r['num_envs']:<3d} {r['sps']:9.1f} steps/s  {ratio}")

@@ -32,8 +32,12 @@ def greedy_actor(net: torch.nn.Module, device: torch.device) -> Callable[[np.nda
 
 
 def evaluate(act: Callable[[np.ndarray], np.ndarray], env: VecEnv, episodes: int, epsilon: float,
-             seed: int, on_episode: Callable[[EpisodeResult], None] | None = None) -> list[EpisodeResult]:
+             seed: int, on_episode: Callable[[EpisodeResult], None] | None = None,
+             should_stop: Callable[[], bool] | None = None) -> list[EpisodeResult] | None:
     """Run exactly ``episodes`` episodes, split evenly over the env copies.
+
+    Returns None when ``should_stop`` turned true first (an Atari evaluation can take minutes,
+    so a SIGINT must not wait for it).
 
     Each copy runs a fixed quota so that short episodes are not over-represented (taking the
     first K episodes to finish would bias the mean towards quick failures).
@@ -48,6 +52,8 @@ def evaluate(act: Callable[[np.ndarray], np.ndarray], env: VecEnv, episodes: int
     results: list[EpisodeResult] = []
     obs = env.reset(seed=seed)
     while (done_count < quota).any():
+        if should_stop is not None and should_stop():
+            return None
         actions = epsilon_greedy(act(obs), epsilon, env.num_actions, rng)
         step = env.step(actions)
         returns += step.reward

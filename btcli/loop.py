@@ -232,8 +232,8 @@ class Trainer:
                                       loss_v, q_v, self.learner.updates, len(self.replay)]])
                     c.next_train_log += cfg.train_log_every
                 if c.env_steps >= c.next_eval and cfg.eval_episodes:
-                    self._evaluate(eval_log, progress)
-                    c.next_eval += cfg.eval_every
+                    if self._evaluate(eval_log, progress, stop=lambda: bool(signals)):
+                        c.next_eval += cfg.eval_every
                 if c.env_steps >= next_progress:
                     recent = float(np.mean(self.recent_returns)) if self.recent_returns else None
                     progress.update(c.env_steps, {"sps": sps or None, "return": recent, "eps": eps})
@@ -249,7 +249,11 @@ class Trainer:
             progress.update(c.env_steps, {"sps": sps or None})
 
             if cfg.eval_episodes and (self.last_eval is None or self.last_eval["step"] != c.env_steps):
-                self._evaluate(eval_log, progress)
+                self._evaluate(eval_log, progress, stop=lambda: bool(signals))
+            if signals:  # stopped during the final evaluation: the resume evaluates and finishes
+                self.save_checkpoint()
+                raise Interrupted(f"interrupted during the final evaluation; checkpoint saved; continue with "
+                                  f"the same command plus --resume (run directory '{self.run.path}')")
         self.save_checkpoint()
         for log in (metrics, train_log, eval_log):
             log.close()
@@ -263,20 +267,24 @@ class Trainer:
         to = lambda x: torch.from_numpy(x).to(self.device, non_blocking=True)
         return to(b.obs), to(b.actions), to(b.returns), to(b.discounts), to(b.next_obs)
 
-    def _evaluate(self, eval_log: CsvLog, progress: ProgressReporter) -> None:
+    def _evaluate(self, eval_log: CsvLog, progress: ProgressReporter, stop) -> bool:
+        """Evaluate the online network; False when a signal stopped it (nothing is written)."""
         cfg = self.cfg
         if self._eval_env is None:
             self._eval_env = make_vec_env(cfg.env, seed=cfg.seed + 1_000_003)
         step = self.counters.env_steps
         act = greedy_actor(self.learner.online, self.device)
         results = evaluate(act, self._eval_env, cfg.eval_episodes, cfg.explore.eps_eval,
-                           seed=cfg.seed + 1_000_003 + step)
+                           seed=cfg.seed + 1_000_003 + step, should_stop=stop)
+        if results is None:
+            return False
         eval_log.write([[step, k, r.ret, r.length, cfg.explore.eps_eval, ""] for k, r in enumerate(results)])
         returns = [r.ret for r in results]
         self.last_eval = {"step": step, "return_mean": float(np.mean(returns)),
                           "return_std": float(np.std(returns)), "episodes": len(returns)}
         progress.message(f"eval at step {step}: return {np.mean(returns):.2f} ± {np.std(returns):.2f} "
                          f"over {len(returns)} episodes")
+        return True
 
     def _summary(self) -> dict[str, Any]:
         c = self.counters

@@ -167,3 +167,14 @@ def test_resume_refuses_checkpoint_of_another_environment(tmp_path, btcli):
     proc = btcli("transfer", "--resume", "--out", str(out))
     assert proc.returncode == 2
     assert "has env_id='MiniGrid-Empty-5x5-v0' but this run has 'MiniGrid-Empty-6x6-v0'" in proc.stderr
+
+
+def test_evaluation_stops_on_request_and_splits_quota():
+    env = make_vec_env(build_config(TINY | {"env.num_envs": 3}).env, seed=0)
+    zeros = lambda obs: np.zeros(len(obs), dtype=np.int64)
+    results = evaluate(zeros, env, 7, 1.0, seed=0)
+    # 7 episodes over 3 copies: quotas 3, 2, 2
+    assert sorted(np.bincount([r.env_index for r in results]).tolist()) == [2, 2, 3]
+    calls = []
+    stopped = evaluate(zeros, env, 7, 1.0, seed=0, should_stop=lambda: calls.append(1) or len(calls) > 5)
+    assert stopped is None and len(calls) == 6
