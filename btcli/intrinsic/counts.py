@@ -1,0 +1,41 @@
+"""Count-based novelty 1/sqrt(N(s)) for small discrete state spaces."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+class CountBonus:
+    """Visit counts over integer state keys, shared by all environment copies (life-long).
+
+    ``reward`` records the visits first, so N(s) includes the current one: a first visit
+    earns 1, the second 1/sqrt(2), and so on; a key repeated within one batch counts in order.
+    """
+
+    def __init__(self) -> None:
+        self.counts: dict[int, int] = {}
+
+    def __len__(self) -> int:
+        """Distinct keys seen (a coverage diagnostic)."""
+        return len(self.counts)
+
+    def count(self, key: int) -> int:
+        return self.counts.get(int(key), 0)
+
+    def reward(self, keys: np.ndarray | torch.Tensor) -> np.ndarray:
+        """1/sqrt(N(s)) per key [B] (float64), after counting these visits."""
+        if isinstance(keys, torch.Tensor):
+            keys = keys.cpu().numpy()
+        flat = np.asarray(keys).reshape(-1)
+        n = np.empty(flat.size, dtype=np.float64)
+        for i, key in enumerate(flat.tolist()):
+            n[i] = self.counts[key] = self.counts.get(key, 0) + 1
+        return 1.0 / np.sqrt(n)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        keys = torch.tensor(list(self.counts.keys()), dtype=torch.int64)
+        return {"keys": keys, "counts": torch.tensor(list(self.counts.values()), dtype=torch.int64)}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.counts = dict(zip(state["keys"].tolist(), state["counts"].tolist()))
