@@ -231,9 +231,9 @@ class Trainer:
                     train_log.write([[c.env_steps, round(self._elapsed(), 3), round(sps, 1), round(eps, 5),
                                       loss_v, q_v, self.learner.updates, len(self.replay)]])
                     c.next_train_log += cfg.train_log_every
-                if c.env_steps >= c.next_eval and cfg.eval_episodes:
-                    if self._evaluate(eval_log, progress, stop=lambda: bool(signals)):
-                        c.next_eval += cfg.eval_every
+                due = c.env_steps >= c.next_eval and cfg.eval_episodes
+                if due and self._evaluate(eval_log, progress, stop=lambda: bool(signals)):
+                    c.next_eval += cfg.eval_every
                 if c.env_steps >= next_progress:
                     recent = float(np.mean(self.recent_returns)) if self.recent_returns else None
                     progress.update(c.env_steps, {"sps": sps or None, "return": recent, "eps": eps})

@@ -36,7 +36,7 @@ import os
 
 import numpy as np
 
-from .base import EnvConfig, Step
+from .base import EnvConfig, SequentialVecEnv, Step
 
 SCREEN_SIZE = 84
 
@@ -152,7 +152,7 @@ class AtariVectorBackend:
         self._env.close()
 
 
-class AtariGymBackend:
+class AtariGymBackend(SequentialVecEnv):
     """``cfg.num_envs`` gymnasium ``ALE/<Game>-v5`` envs stepped in a Python loop.
 
     Probes: ``Step.probes`` holds, per copy, the probe values of the state the action led to
@@ -228,19 +228,11 @@ class AtariGymBackend:
         self._read_probes(i, self._probes)
 
     # -- VecEnv ----------------------------------------------------------------------------
-    def reset(self, seed: int | None = None) -> np.ndarray:
-        """Reset every copy; copy i is seeded with ``seed + i`` (default: the construction seed
-        on the first reset; later resets without a seed continue each copy's RNG)."""
-        if seed is None and not self._started:
-            seed = self._seed
-        for i in range(self.num_envs):
-            self._reset_one(i, None if seed is None else seed + i)
-        self._started = True
-        return self._stack.copy()
+    def _current_obs(self) -> np.ndarray:
+        return self._stack
 
     def step(self, actions: np.ndarray) -> Step:
-        if not self._started:
-            raise RuntimeError("call reset() before step()")
+        self._require_started()
         actions = np.asarray(actions).reshape(self.num_envs)
         n, skip = self.num_envs, self.frame_skip
         reward = np.zeros(n, dtype=np.float32)

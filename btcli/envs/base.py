@@ -50,6 +50,34 @@ class VecEnv(Protocol):
     def close(self) -> None: ...
 
 
+class SequentialVecEnv:
+    """Reset logic shared by the backends that step their copies one by one in Python."""
+
+    num_envs: int
+    _seed: int
+    _started: bool = False
+
+    def _reset_one(self, i: int, seed: int | None) -> None:
+        raise NotImplementedError
+
+    def _current_obs(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        """Reset every copy; copy i is seeded with ``seed + i`` (default: the construction seed
+        on the first reset; later resets without a seed continue each copy's RNG)."""
+        if seed is None and not self._started:
+            seed = self._seed
+        for i in range(self.num_envs):
+            self._reset_one(i, None if seed is None else seed + i)
+        self._started = True
+        return self._current_obs().copy()
+
+    def _require_started(self) -> None:
+        if not self._started:
+            raise RuntimeError("call reset() before step()")
+
+
 def _f(default, help: str):
     """A dataclass field whose one-line help text feeds ``--help`` and the README."""
     return field(default=default, metadata={"help": help})

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import EnvConfig, Step
+from .base import EnvConfig, SequentialVecEnv, Step
 
 AGENT_IDX = 10
 EMPTY_IDX = 1
@@ -67,7 +67,7 @@ def _no_partial_obs():
     return None
 
 
-class MiniGridVecEnv:
+class MiniGridVecEnv(SequentialVecEnv):
     """``cfg.num_envs`` copies of one MiniGrid task with same-step autoreset (see module doc)."""
 
     frame_stack = 1
@@ -124,19 +124,11 @@ class MiniGridVecEnv:
         self._cell[i] = y * self.width + x
 
     # -- VecEnv ----------------------------------------------------------------------------
-    def reset(self, seed: int | None = None) -> np.ndarray:
-        """Reset every copy; copy i is seeded with ``seed + i`` (default: the construction seed
-        on the first reset; later resets without a seed continue each copy's RNG)."""
-        if seed is None and not self._started:
-            seed = self._seed
-        for i in range(self.num_envs):
-            self._reset_one(i, None if seed is None else seed + i)
-        self._started = True
-        return self._obs.copy()
+    def _current_obs(self) -> np.ndarray:
+        return self._obs
 
     def step(self, actions: np.ndarray) -> Step:
-        if not self._started:
-            raise RuntimeError("call reset() before step()")
+        self._require_started()
         actions = np.asarray(actions).reshape(self.num_envs)
         n, width = self.num_envs, self.width
         reward = np.zeros(n, dtype=np.float32)
