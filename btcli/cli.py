@@ -36,6 +36,20 @@ out = Console(highlight=False)
 TRANSFER_MODES = ("scratch",)
 
 
+def _version(value: bool) -> None:
+    if value:
+        import btcli
+
+        print(f"btcli {btcli.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print the version and exit")) -> None:
+    """Behavior Transfer experiments: pre-train without rewards, transfer by FT, BT or BT+FT."""
+
+
 def _overrides(config: Path | None, flags: dict[str, Any], sets: list[str]) -> dict[str, Any]:
     """Flat overrides in precedence order: YAML file, then flags that were given, then --set."""
     merged: dict[str, Any] = {}
