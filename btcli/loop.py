@@ -122,6 +122,10 @@ class Trainer:
         }
 
     def save_checkpoint(self) -> None:
+        """Checkpoint now; the next periodic checkpoint is due a full interval later."""
+        c = self.counters
+        while c.next_checkpoint <= c.env_steps:
+            c.next_checkpoint += self.cfg.checkpoint_every
         self.run.save_checkpoint(self.counters.env_steps, self.state(), keep=self.cfg.keep_checkpoints)
 
     def restore(self) -> int:
@@ -245,7 +249,6 @@ class Trainer:
                         f"command plus --resume (run directory '{self.run.path}')")
                 if c.env_steps >= c.next_checkpoint and c.env_steps < cfg.steps:
                     self.save_checkpoint()
-                    c.next_checkpoint += cfg.checkpoint_every
             progress.update(c.env_steps, {"sps": sps or None})
 
             if cfg.eval_episodes and (self.last_eval is None or self.last_eval["step"] != c.env_steps):

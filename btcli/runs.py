@@ -44,12 +44,26 @@ class RunDirError(BtcliError):
     """The run directory is missing, already exists, or is damaged."""
 
 
+def _os_error(exc: BaseException) -> OSError | None:
+    """The OSError behind an exception (torch.save wraps a failed write in a RuntimeError)."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, OSError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
+
+
 @contextlib.contextmanager
 def disk_errors(what: str) -> Iterator[None]:
     """Turn a full disk (or another OS error) while writing into one clear line."""
     try:
         yield
-    except OSError as e:
+    except (OSError, RuntimeError) as raised:
+        e = _os_error(raised)
+        if e is None:
+            raise
         if e.errno == errno.ENOSPC:
             raise RunDirError(
                 f"disk full while writing {what}; free some space and rerun with --resume "
@@ -231,7 +245,10 @@ class RunDir:
             try:
                 shutil.rmtree(tmp, ignore_errors=True)
                 tmp.mkdir(parents=True)
-                torch.save(state, tmp / CHECKPOINT_FILE)
+                with open(tmp / CHECKPOINT_FILE, "wb") as fh:  # a Python file: write errors keep their errno
+                    torch.save(state, fh)
+                    fh.flush()
+                    os.fsync(fh.fileno())
                 marker = {"step": step, "sha256": sha256_file(tmp / CHECKPOINT_FILE)}
                 with open(tmp / CHECKPOINT_MARKER, "w") as fh:
                     json.dump(marker, fh)

@@ -178,3 +178,39 @@ def test_evaluation_stops_on_request_and_splits_quota():
     calls = []
     stopped = evaluate(zeros, env, 7, 1.0, seed=0, should_stop=lambda: calls.append(1) or len(calls) > 5)
     assert stopped is None and len(calls) == 6
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 16 MiB tmpfs, so a full disk can be produced for real (needs root; skipped otherwise)."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (not root?)")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+@pytest.mark.slow
+def test_disk_full_is_one_line_and_keeps_the_last_checkpoint(small_disk, btcli):
+    out = small_disk / "r"
+    args = ["transfer", "--env", "MiniGrid-Empty-5x5-v0", "--out", str(out), "--set", "checkpoint_every=1000",
+            "--set", "eval_episodes=0", "--set", "threads=1"]
+    assert btcli(*args, "--steps", "2000", "-q").returncode == 0
+    filler = small_disk / "filler"
+    with open(filler, "wb") as fh:  # fill the disk to the last byte
+        try:
+            while True:
+                fh.write(b"\0" * 65536)
+                fh.flush()
+        except OSError:
+            pass
+    full = btcli(*args, "--steps", "4000", "--resume", "-q")
+    assert full.returncode == 2
+    lines = [ln for ln in full.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "disk full while writing" in lines[0] and "--resume" in lines[0], full.stderr
+    assert RunDir(out).latest_checkpoint().name == "step_000000002000"
+    filler.unlink()
+    done = btcli(*args, "--steps", "4000", "--resume", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["steps"] == 4000
