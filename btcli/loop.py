@@ -165,7 +165,7 @@ class Trainer:
 
     def train(self, *, resume: bool = False) -> dict[str, Any]:
         """Train until ``cfg.steps`` environment steps; returns the summary written last."""
-        cfg, a, c = self.cfg, self.cfg.agent, None
+        cfg = self.cfg
         self._t0 = time.monotonic()
         start_step = self.restore() if resume else 0
         c = self.counters
@@ -177,12 +177,11 @@ class Trainer:
         self.replay.new_episodes()
         ep_return = np.zeros(n)
         ep_length = np.zeros(n, dtype=np.int64)
-        losses: list[torch.Tensor] = []
-        qs: list[torch.Tensor] = []
-        window_t, window_step = time.monotonic(), c.env_steps
-        sps = 0.0
+        self._losses, self._qs = [], []
+        self._window = (time.monotonic(), c.env_steps)
+        self._sps = 0.0
         next_progress = c.env_steps
-        clip = a.reward_clip
+        clip = cfg.agent.reward_clip
         act = greedy_actor(self.learner.online, self.device)
 
         with stop_on_signals() as signals, ProgressReporter(cfg.steps, f"{cfg.command} {cfg.mode}",
@@ -201,62 +200,30 @@ class Trainer:
                 c.env_steps += n
                 ended = np.flatnonzero(step.terminated | step.truncated)
                 if ended.size:
-                    now = round(self._elapsed(), 3)
-                    rows = []
-                    for i in ended:
-                        c.episodes += 1
-                        rows.append([c.env_steps, c.episodes, int(i), float(ep_return[i]), int(ep_length[i]), now])
-                        self.recent_returns.append(float(ep_return[i]))
-                    metrics.write(rows)
-                    del self.recent_returns[:-RECENT_EPISODES]
-                    ep_return[ended] = 0.0
-                    ep_length[ended] = 0
+                    self._log_episodes(metrics, ended, ep_return, ep_length)
                 obs = step.obs
 
-                if c.env_steps >= a.learning_starts:
-                    c.update_credit += n / a.train_freq
-                    while c.update_credit >= 1.0 and self.replay.can_sample(a.batch_size):
-                        c.update_credit -= 1.0
-                        loss, q = self.learner.update(*self._sample(a.batch_size))
-                        losses.append(loss)
-                        qs.append(q)
-                    if c.env_steps >= c.next_target_sync:
-                        self.learner.sync_target()
-                        c.next_target_sync += a.target_update
-
+                if c.env_steps >= cfg.agent.learning_starts:
+                    self._learn(n)
                 if c.env_steps >= c.next_train_log:
-                    now_t = time.monotonic()
-                    sps = (c.env_steps - window_step) / max(now_t - window_t, 1e-9)
-                    window_t, window_step = now_t, c.env_steps
-                    loss_v = torch.stack(losses).mean().item() if losses else None
-                    q_v = torch.stack(qs).mean().item() if qs else None
-                    losses.clear()
-                    qs.clear()
-                    train_log.write([[c.env_steps, round(self._elapsed(), 3), round(sps, 1), round(eps, 5),
-                                      loss_v, q_v, self.learner.updates, len(self.replay)]])
-                    c.next_train_log += cfg.train_log_every
+                    self._log_train(train_log, eps)
                 due = c.env_steps >= c.next_eval and cfg.eval_episodes
                 if due and self._evaluate(eval_log, progress, stop=lambda: bool(signals)):
                     c.next_eval += cfg.eval_every
                 if c.env_steps >= next_progress:
                     recent = float(np.mean(self.recent_returns)) if self.recent_returns else None
-                    progress.update(c.env_steps, {"sps": sps or None, "return": recent, "eps": eps})
+                    progress.update(c.env_steps, {"sps": self._sps or None, "return": recent, "eps": eps})
                     next_progress = c.env_steps + max(n, 200)
                 if signals:
-                    self.save_checkpoint()
-                    raise Interrupted(
-                        f"interrupted at step {c.env_steps}; checkpoint saved; continue with the same "
-                        f"command plus --resume (run directory '{self.run.path}')")
+                    self._interrupt(f"at step {c.env_steps}")
                 if c.env_steps >= c.next_checkpoint and c.env_steps < cfg.steps:
                     self.save_checkpoint()
-            progress.update(c.env_steps, {"sps": sps or None})
+            progress.update(c.env_steps, {"sps": self._sps or None})
 
             if cfg.eval_episodes and (self.last_eval is None or self.last_eval["step"] != c.env_steps):
                 self._evaluate(eval_log, progress, stop=lambda: bool(signals))
             if signals:  # stopped during the final evaluation: the resume evaluates and finishes
-                self.save_checkpoint()
-                raise Interrupted(f"interrupted during the final evaluation; checkpoint saved; continue with "
-                                  f"the same command plus --resume (run directory '{self.run.path}')")
+                self._interrupt("during the final evaluation")
         self.save_checkpoint()
         for log in (metrics, train_log, eval_log):
             log.close()
@@ -264,6 +231,51 @@ class Trainer:
         self.run.write_summary(summary)
         self.env.close()
         return summary
+
+    def _learn(self, num_new_steps: int) -> None:
+        """The gradient updates owed for ``num_new_steps`` new steps, and the target copy when due."""
+        a, c = self.cfg.agent, self.counters
+        c.update_credit += num_new_steps / a.train_freq
+        while c.update_credit >= 1.0 and self.replay.can_sample(a.batch_size):
+            c.update_credit -= 1.0
+            loss, q = self.learner.update(*self._sample(a.batch_size))
+            self._losses.append(loss)  # tensors: no device sync per update
+            self._qs.append(q)
+        if c.env_steps >= c.next_target_sync:
+            self.learner.sync_target()
+            c.next_target_sync += a.target_update
+
+    def _log_episodes(self, metrics: CsvLog, ended: np.ndarray, ep_return: np.ndarray,
+                      ep_length: np.ndarray) -> None:
+        c = self.counters
+        now = round(self._elapsed(), 3)
+        rows = []
+        for i in ended:
+            c.episodes += 1
+            rows.append([c.env_steps, c.episodes, int(i), float(ep_return[i]), int(ep_length[i]), now])
+            self.recent_returns.append(float(ep_return[i]))
+        metrics.write(rows)
+        del self.recent_returns[:-RECENT_EPISODES]
+        ep_return[ended] = 0.0
+        ep_length[ended] = 0
+
+    def _log_train(self, train_log: CsvLog, eps: float) -> None:
+        c = self.counters
+        now, (then, then_step) = time.monotonic(), self._window
+        self._sps = (c.env_steps - then_step) / max(now - then, 1e-9)
+        self._window = (now, c.env_steps)
+        loss = torch.stack(self._losses).mean().item() if self._losses else None
+        q = torch.stack(self._qs).mean().item() if self._qs else None
+        self._losses.clear()
+        self._qs.clear()
+        train_log.write([[c.env_steps, round(self._elapsed(), 3), round(self._sps, 1), round(eps, 5), loss, q,
+                          self.learner.updates, len(self.replay)]])
+        c.next_train_log += self.cfg.train_log_every
+
+    def _interrupt(self, where: str) -> None:
+        self.save_checkpoint()
+        raise Interrupted(f"interrupted {where}; checkpoint saved; continue with the same command plus "
+                          f"--resume (run directory '{self.run.path}')")
 
     def _sample(self, batch_size: int):
         b = self.replay.sample(batch_size)
