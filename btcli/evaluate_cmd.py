@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +46,7 @@ def evaluate_run(run_dir: Path, *, episodes: int, checkpoint: str | None, epsilo
     configure_torch(cfg.threads)
     path = find_checkpoint(run, checkpoint)
     state = load_checkpoint(path, map_location=str(dev))
-    env_cfg = cfg.env
-    env_cfg.num_envs = min(env_cfg.num_envs, episodes)
-    env = make_vec_env(env_cfg, seed=seed)
+    env = make_vec_env(replace(cfg.env, num_envs=min(cfg.env.num_envs, episodes)), seed=seed)
     ident = checkpoint_identity(cfg, env)
     for key, value in ident.items():
         if state.get(key) != value:
@@ -83,9 +82,7 @@ def record_video(run: RunDir, name: str, cfg, act, epsilon: float, seed: int, ma
 
     from btcli.behaviour import epsilon_greedy
 
-    env_cfg = cfg.env
-    env_cfg.num_envs = 1
-    env = make_vec_env(env_cfg, seed=seed, render=True)
+    env = make_vec_env(replace(cfg.env, num_envs=1), seed=seed, render=True)
     rng = np.random.default_rng(seed)
     obs = env.reset(seed=seed)
     frames = [env.render_rgb()]

@@ -23,7 +23,6 @@ import os
 import platform
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -289,6 +288,3 @@ def load_checkpoint(path: Path, map_location: str = "cpu") -> dict[str, Any]:
     state["checkpoint_sha256"] = marker["sha256"]
     return state
 
-
-def stdout_is_terminal() -> bool:
-    return sys.stderr.isatty()
