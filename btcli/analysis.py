@@ -707,3 +707,29 @@ def report_run(path: str | os.PathLike, *, write_files: bool = True, window: int
         md = write_markdown(run, summary, run.path / MARKDOWN_FILE, plot_path=png)
         summary["files"]["markdown"] = str(md)
     return summary
+
+
+def find_run_dirs(root: str | os.PathLike) -> list[Path]:
+    """``root`` itself when it is a run directory, else every run directory below it, sorted."""
+    root = Path(root)
+    if (root / "config.yaml").is_file():
+        return [root]
+    if not root.is_dir():
+        raise RunDirError(_one_line(f"'{root}' does not exist; pass a run directory or a folder of runs"))
+    return sorted(p.parent for p in root.rglob("config.yaml") if "checkpoints" not in p.parts)
+
+
+def render_runs_table(summaries: list[dict]):
+    """One row per run: the headline figures of several runs side by side."""
+    from rich.table import Table
+
+    table = Table(title=f"{len(summaries)} runs", header_style="bold")
+    columns = [("run", "path"), ("env", "env_id"), ("mode", "mode"), ("seed", "seed"), ("status", "status"),
+               ("steps", "steps_done"), ("return (last)", "return_last_mean"), ("eval return", "eval_return_mean"),
+               ("AUC", "auc")]
+    for label, _ in columns:
+        table.add_column(label, no_wrap=label == "run")
+    for s in summaries:
+        table.add_row(*(_fmt_num(s.get(key)) if key not in ("path", "env_id", "mode", "status") else str(s.get(key))
+                        for _, key in columns))
+    return table

@@ -30,8 +30,9 @@ app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
     help="Behavior Transfer experiments: pre-train without rewards, transfer by FT, BT or BT+FT.",
 )
-err = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
+# In a pipe or log file rich would wrap tables at 80 columns; give them room instead.
+err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 TRANSFER_MODES = ("scratch",)
 
@@ -199,25 +200,33 @@ def evaluate(
 
 @app.command()
 def report(
-    run_dir: Path = typer.Argument(..., metavar="RUN", help="a run directory"),
-    json_out: bool = typer.Option(False, "--json", help="print the summary as JSON on stdout"),
+    run_dir: Path = typer.Argument(..., metavar="RUN", help="a run directory, or a folder holding run directories"),
+    json_out: bool = typer.Option(False, "--json", help="print the summary (a list for a folder) as JSON on stdout"),
     no_files: bool = typer.Option(False, "--no-files", help="do not write report.png / report.md"),
 ) -> None:
-    """Summarise a run: a table, RUN/report.png (learning curve) and RUN/report.md."""
+    """Summarise runs: a table, and RUN/report.png (learning curve) and RUN/report.md per run."""
     try:
         from btcli.analysis import RunDirError as AnalysisRunDirError
-        from btcli.analysis import render_summary_table, report_run
+        from btcli.analysis import find_run_dirs, render_runs_table, render_summary_table, report_run
 
         try:
-            summary = report_run(run_dir, write_files=not no_files)
+            runs = find_run_dirs(run_dir)
+            if not runs:
+                raise BtcliError(f"no btcli run directories (folders with config.yaml) under '{run_dir}'")
+            summaries = [report_run(path, write_files=not no_files) for path in runs]
         except AnalysisRunDirError as e:
             raise BtcliError(str(e)) from None
         if json_out:
-            print(json.dumps(summary, indent=2, allow_nan=False))
+            single = len(summaries) == 1 and runs[0] == run_dir
+            print(json.dumps(summaries[0] if single else summaries, indent=2, allow_nan=False))
+            return
+        if len(summaries) == 1:
+            out.print(render_summary_table(summaries[0]))
         else:
-            out.print(render_summary_table(summary))
-            for f in summary.get("files", []) or []:
-                out.print(f"wrote {f}")
+            out.print(render_runs_table(summaries))
+        for summary in summaries:
+            for path in summary.get("files", {}).values():
+                out.print(f"wrote {path}")
     except BtcliError as e:
         _fail(e)
 

@@ -375,3 +375,24 @@ def test_evaluate_command_rows_do_not_mix_into_training_evals(tmp_path):
                   "checkpoint": ["", "", "step_000000000100", "step_000000000100"]}).to_csv(run / "eval.csv", index=False)
     summary = summarize_run(load_run(run))
     assert summary["eval_return_mean"] == 2.0 and summary["eval_episodes"] == 2
+
+
+def test_report_a_folder_of_runs(tmp_path, btcli):
+    import json
+
+    from btcli.analysis import find_run_dirs
+
+    make_run(tmp_path / "sweep" / "a", returns=[1.0, 2.0])
+    make_run(tmp_path / "sweep" / "b", returns=[3.0, 5.0])
+    (tmp_path / "sweep" / "notes").mkdir()
+    assert find_run_dirs(tmp_path / "sweep") == [tmp_path / "sweep" / "a", tmp_path / "sweep" / "b"]
+    assert find_run_dirs(tmp_path / "sweep" / "a") == [tmp_path / "sweep" / "a"]
+    proc = btcli("report", str(tmp_path / "sweep"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    summaries = json.loads(proc.stdout)
+    assert [s["return_last_mean"] for s in summaries] == [1.5, 4.0]
+    assert (tmp_path / "sweep" / "b" / "report.png").exists()
+    table = btcli("report", str(tmp_path / "sweep"), "--no-files")
+    assert "2 runs" in table.stdout and "4" in table.stdout
+    empty = btcli("report", str(tmp_path / "sweep" / "notes"))
+    assert empty.returncode == 2 and "no btcli run directories" in empty.stderr
