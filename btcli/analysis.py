@@ -28,6 +28,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from btcli.runs import EVAL_COLUMNS, METRICS_COLUMNS, TRAIN_COLUMNS
+
 __all__ = [
     "AUC_BINS",
     "BOOTSTRAP_RESAMPLES",
@@ -47,11 +49,8 @@ __all__ = [
     "write_markdown",
 ]
 
-# Columns the training loop writes. Missing files give empty frames with these columns;
+# Missing files give empty frames with the columns the training loop writes (btcli.runs);
 # extra columns found in a file (added by later versions) are kept as they are.
-METRICS_COLUMNS = ["step", "episode", "env_index", "return", "length", "time"]
-TRAIN_COLUMNS = ["step", "time", "sps", "epsilon", "loss", "q_mean", "updates", "replay_size"]
-EVAL_COLUMNS = ["step", "episode", "return", "length", "epsilon", "checkpoint"]
 _TEXT_COLUMNS = {"checkpoint"}
 
 AUC_BINS = 20

@@ -63,7 +63,8 @@ def _overrides(config: Path | None, flags: dict[str, Any], sets: list[str]) -> d
 
 def _default_out(cfg: RunConfig) -> Path:
     env = cfg.env.id.replace("ALE/", "").replace("/", "-")
-    return Path("runs") / f"{cfg.command}-{cfg.mode}-{env}-s{cfg.seed}"
+    what = cfg.intrinsic.objective if cfg.command == "pretrain" else cfg.mode
+    return Path("runs") / f"{cfg.command}-{what}-{env}-s{cfg.seed}"
 
 
 def _resume_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
@@ -116,6 +117,30 @@ def transfer(
                  "env.num_envs": num_envs, "command": "transfer"}
         overrides = _overrides(config, flags, set_)
         _train(overrides, out, resume, json_out, quiet)
+    except BtcliError as e:
+        _fail(e)
+
+
+@app.command()
+def pretrain(
+    objective: str = typer.Option(..., help="intrinsic reward to maximise: count (grid cells, 1/sqrt(N)) or rnd"),
+    env: str | None = typer.Option(None, "--env", help="environment id, e.g. MiniGrid-FourRooms-v0"),
+    steps: int | None = typer.Option(None, help="environment steps to train for"),
+    seed: int | None = typer.Option(None, help="seed of networks, exploration and environments"),
+    out: Path | None = typer.Option(None, help="run directory (default runs/pretrain-<objective>-<env>-s<seed>)"),
+    config: Path | None = typer.Option(None, "--config", help="YAML file of config keys (see `btcli keys`)"),
+    set_: list[str] = typer.Option([], "--set", help="override a config key: --set intrinsic.rnd_lr=1e-4"),
+    device: str | None = typer.Option(None, help="auto | cpu | cuda"),
+    num_envs: int | None = typer.Option(None, "--num-envs", help="environment copies stepped together"),
+    resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last complete checkpoint"),
+    json_out: bool = typer.Option(False, "--json", help="print the final summary as JSON on stdout"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress output"),
+) -> None:
+    """Pre-train without rewards: the learner maximises an intrinsic reward; the task's score is only logged."""
+    try:
+        flags = {"intrinsic.objective": objective, "env.id": env, "steps": steps, "seed": seed, "device": device,
+                 "env.num_envs": num_envs, "command": "pretrain"}
+        _train(_overrides(config, flags, set_), out, resume, json_out, quiet)
     except BtcliError as e:
         _fail(e)
 

@@ -61,6 +61,15 @@ class ExploreConfig:
 
 
 @dataclass
+class IntrinsicConfig:
+    """Reward-free pre-training: the intrinsic reward the learner maximises instead of the task's."""
+
+    objective: str = _f("none", "pretrain objective: count (grid cells) or rnd; 'none' for transfer runs")
+    rnd_lr: float = _f(1e-4, "Adam learning rate of the RND predictor")
+    rnd_feature_dim: int = _f(128, "output size of the RND target and predictor networks")
+
+
+@dataclass
 class RunConfig:
     """One training run: what `btcli transfer` (and later `pretrain`) resolves its options into."""
 
@@ -79,6 +88,7 @@ class RunConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
     explore: ExploreConfig = field(default_factory=ExploreConfig)
+    intrinsic: IntrinsicConfig = field(default_factory=IntrinsicConfig)
 
     def validate(self) -> None:
         """Raise ConfigError on values no run could use."""
@@ -87,6 +97,8 @@ class RunConfig:
             "device": (self.device, ("auto", "cpu", "cuda")),
             "agent.torso": (self.agent.torso, ("auto", "cnn", "mlp")),
             "agent.precision": (self.agent.precision, ("fp32", "bf16")),
+            "command": (self.command, ("transfer", "pretrain")),
+            "intrinsic.objective": (self.intrinsic.objective, ("none", "count", "rnd")),
         }
         for key, (value, allowed) in choices.items():
             if value not in allowed:
@@ -106,6 +118,9 @@ class RunConfig:
             raise ConfigError(f"config key 'eval_episodes' must be >= 0, got {self.eval_episodes}")
         if not 0.0 < self.agent.gamma <= 1.0:
             raise ConfigError(f"config key 'agent.gamma' must be in (0, 1], got {self.agent.gamma}")
+        if (self.command == "pretrain") != (self.intrinsic.objective != "none"):
+            raise ConfigError(f"config key 'intrinsic.objective' is '{self.intrinsic.objective}' in a "
+                              f"'{self.command}' run; pretrain needs an objective (count, rnd), transfer none")
         try:
             validate_env_config(self.env)
         except ValueError as e:  # messages read "env.<key> must ..."

@@ -62,7 +62,7 @@ def evaluate_run(run_dir: Path, *, episodes: int, checkpoint: str | None, epsilo
     env.close()
     step = int(state["step"])
     log = CsvLog(run.eval_path, EVAL_COLUMNS)
-    log.write([[step, k, r.ret, r.length, eps, path.name] for k, r in enumerate(results)])
+    log.write([[step, k, r.ret, r.length, eps, path.name, r.coverage] for k, r in enumerate(results)])
     log.close()
     returns = np.array([r.ret for r in results])
     result: dict[str, Any] = {
@@ -70,6 +70,9 @@ def evaluate_run(run_dir: Path, *, episodes: int, checkpoint: str | None, epsilo
         "episodes": len(results), "epsilon": eps, "return_mean": float(returns.mean()),
         "return_std": float(returns.std()), "return_min": float(returns.min()), "return_max": float(returns.max()),
         "length_mean": float(np.mean([r.length for r in results])),
+        "coverage_mean": (float(np.mean([r.coverage for r in results])) if results[0].coverage is not None
+                          else None),
+        "objective": cfg.intrinsic.objective,
     }
     if video:
         result["video"] = str(record_video(run, path.name, cfg, act, eps, seed))

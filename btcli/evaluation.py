@@ -19,6 +19,7 @@ class EpisodeResult:
     env_index: int
     ret: float
     length: int
+    coverage: int | None = None  # distinct grid cells (or rooms) visited, where the env exposes them
 
 
 def greedy_actor(net: torch.nn.Module, device: torch.device) -> Callable[[np.ndarray], np.ndarray]:
@@ -51,6 +52,9 @@ def evaluate(act: Callable[[np.ndarray], np.ndarray], env: VecEnv, episodes: int
     done_count = np.zeros(n, dtype=np.int64)
     results: list[EpisodeResult] = []
     obs = env.reset(seed=seed)
+    probes = env.last_probes() if hasattr(env, "last_probes") else {}
+    key = next((k for k in ("cell", "room") if k in probes), None)
+    visited = [{int(v)} for v in probes[key]] if key else None
     while (done_count < quota).any():
         if should_stop is not None and should_stop():
             return None
@@ -58,14 +62,23 @@ def evaluate(act: Callable[[np.ndarray], np.ndarray], env: VecEnv, episodes: int
         step = env.step(actions)
         returns += step.reward
         lengths += 1
-        for i in np.flatnonzero(step.terminated | step.truncated):
+        if visited is not None:
+            for cells, cell in zip(visited, step.probes[key].tolist()):
+                cells.add(cell)
+        ended = np.flatnonzero(step.terminated | step.truncated)
+        for i in ended:
             if done_count[i] < quota[i]:
-                result = EpisodeResult(int(i), float(returns[i]), int(lengths[i]))
+                coverage = len(visited[i]) if visited is not None else None
+                result = EpisodeResult(int(i), float(returns[i]), int(lengths[i]), coverage)
                 results.append(result)
                 if on_episode is not None:
                     on_episode(result)
             done_count[i] += 1
             returns[i] = 0.0
             lengths[i] = 0
+        if visited is not None and ended.size:
+            start = env.last_probes()[key]
+            for i in ended:
+                visited[i] = {int(start[i])}
         obs = step.obs
     return results

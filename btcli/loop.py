@@ -24,6 +24,7 @@ from btcli.config import RunConfig, to_dict
 from btcli.envs import make_vec_env
 from btcli.errors import Interrupted
 from btcli.evaluation import evaluate, greedy_actor
+from btcli.intrinsic.sources import make_source
 from btcli.progress import ProgressReporter
 from btcli.runs import (
     EVAL_COLUMNS,
@@ -99,6 +100,14 @@ class Trainer:
                                    seed=cfg.seed, num_actions=self.env.num_actions)
         self.counters = Counters(next_target_sync=a.learning_starts, next_eval=cfg.eval_every or cfg.steps + 1,
                                  next_checkpoint=cfg.checkpoint_every, next_train_log=cfg.train_log_every)
+        obj = cfg.intrinsic
+        self.intrinsic = (None if obj.objective == "none" else
+                          make_source(obj.objective, self.env, lr=obj.rnd_lr, feature_dim=obj.rnd_feature_dim,
+                                      device=self.device))
+        # coverage: distinct grid cells (MiniGrid) or rooms (Atari RAM probes) per episode and overall
+        probes = self.env.last_probes() if hasattr(self.env, "last_probes") else {}
+        self._coverage_key = next((k for k in ("cell", "room") if k in probes), None)
+        self.visited: set[int] = set()
         self._eval_env = None
         self.recent_returns: list[float] = []
         self.last_eval: dict[str, Any] | None = None
@@ -119,6 +128,9 @@ class Trainer:
             "rng": {"numpy": self.rng.bit_generator.state, "torch": torch.get_rng_state()},
             "recent_returns": list(self.recent_returns),
             "replay": self.replay.state_dict() if self.cfg.save_replay else None,
+            "intrinsic": self.intrinsic.state_dict() if self.intrinsic is not None else None,
+            "objective": self.cfg.intrinsic.objective,
+            "visited": sorted(self.visited),
         }
 
     def save_checkpoint(self) -> None:
@@ -149,6 +161,9 @@ class Trainer:
         self.recent_returns = list(state.get("recent_returns", []))
         if state.get("replay") is not None:
             self.replay.load_state_dict(state["replay"])
+        if self.intrinsic is not None:
+            self.intrinsic.load_state_dict(state["intrinsic"])
+        self.visited = set(state.get("visited", []))
         step = self.counters.env_steps
         for log in (self.run.metrics_path, self.run.train_path, self.run.eval_path):
             truncate_csv_after(log, step)
@@ -176,7 +191,10 @@ class Trainer:
         obs = self.env.reset(seed=cfg.seed + start_step)
         self.replay.new_episodes()
         ep_return = np.zeros(n)
+        ep_intrinsic = np.zeros(n)
         ep_length = np.zeros(n, dtype=np.int64)
+        ep_cells = [set() for _ in range(n)]
+        self._start_coverage(ep_cells, range(n))
         self._losses, self._qs = [], []
         self._window = (time.monotonic(), c.env_steps)
         self._sps = 0.0
@@ -193,14 +211,22 @@ class Trainer:
                 greedy = act(obs) if eps < 1.0 else np.zeros(n, dtype=np.int64)
                 actions = epsilon_greedy(greedy, eps, self.env.num_actions, self.rng)
                 step = self.env.step(actions)
-                rewards = np.clip(step.reward, -clip, clip) if clip > 0 else step.reward
+                if self.intrinsic is None:
+                    rewards = np.clip(step.reward, -clip, clip) if clip > 0 else step.reward
+                else:  # pre-training: the learner never sees the task's reward
+                    rewards = self.intrinsic.rewards(step)
+                    ep_intrinsic += rewards
                 self.replay.add(obs, actions, rewards, step.terminated, step.truncated, step.final_obs)
                 ep_return += step.reward
                 ep_length += 1
                 c.env_steps += n
+                if self._coverage_key is not None:
+                    for cells, key in zip(ep_cells, step.probes[self._coverage_key].tolist()):
+                        cells.add(key)
                 ended = np.flatnonzero(step.terminated | step.truncated)
                 if ended.size:
-                    self._log_episodes(metrics, ended, ep_return, ep_length)
+                    self._log_episodes(metrics, ended, ep_return, ep_length, ep_intrinsic, ep_cells)
+                    self._start_coverage(ep_cells, ended)
                 obs = step.obs
 
                 if c.env_steps >= cfg.agent.learning_starts:
@@ -238,25 +264,41 @@ class Trainer:
         c.update_credit += num_new_steps / a.train_freq
         while c.update_credit >= 1.0 and self.replay.can_sample(a.batch_size):
             c.update_credit -= 1.0
-            loss, q = self.learner.update(*self._sample(a.batch_size))
+            batch = self._sample(a.batch_size)
+            loss, q = self.learner.update(*batch)
+            if self.intrinsic is not None:
+                self.intrinsic.learn(batch[4])
             self._losses.append(loss)  # tensors: no device sync per update
             self._qs.append(q)
         if c.env_steps >= c.next_target_sync:
             self.learner.sync_target()
             c.next_target_sync += a.target_update
 
-    def _log_episodes(self, metrics: CsvLog, ended: np.ndarray, ep_return: np.ndarray,
-                      ep_length: np.ndarray) -> None:
+    def _start_coverage(self, ep_cells: list[set], envs) -> None:
+        """Begin the coverage sets of new episodes with the cell (room) they start in."""
+        if self._coverage_key is None:
+            return
+        start = self.env.last_probes()[self._coverage_key]
+        for i in envs:
+            ep_cells[i] = {int(start[i])}
+
+    def _log_episodes(self, metrics: CsvLog, ended: np.ndarray, ep_return: np.ndarray, ep_length: np.ndarray,
+                      ep_intrinsic: np.ndarray, ep_cells: list[set]) -> None:
         c = self.counters
         now = round(self._elapsed(), 3)
         rows = []
         for i in ended:
             c.episodes += 1
-            rows.append([c.env_steps, c.episodes, int(i), float(ep_return[i]), int(ep_length[i]), now])
+            coverage = len(ep_cells[i]) if self._coverage_key is not None else None
+            self.visited |= ep_cells[i]
+            intrinsic = round(float(ep_intrinsic[i]), 5) if self.intrinsic is not None else None
+            rows.append([c.env_steps, c.episodes, int(i), float(ep_return[i]), int(ep_length[i]), now,
+                         intrinsic, coverage])
             self.recent_returns.append(float(ep_return[i]))
         metrics.write(rows)
         del self.recent_returns[:-RECENT_EPISODES]
         ep_return[ended] = 0.0
+        ep_intrinsic[ended] = 0.0
         ep_length[ended] = 0
 
     def _log_train(self, train_log: CsvLog, eps: float) -> None:
@@ -293,7 +335,8 @@ class Trainer:
                            seed=cfg.seed + 1_000_003 + step, should_stop=stop)
         if results is None:
             return False
-        eval_log.write([[step, k, r.ret, r.length, cfg.explore.eps_eval, ""] for k, r in enumerate(results)])
+        eval_log.write([[step, k, r.ret, r.length, cfg.explore.eps_eval, "", r.coverage]
+                        for k, r in enumerate(results)])
         returns = [r.ret for r in results]
         self.last_eval = {"step": step, "return_mean": float(np.mean(returns)),
                           "return_std": float(np.std(returns)), "episodes": len(returns)}
@@ -321,4 +364,6 @@ class Trainer:
             "eval_return_std": self.last_eval["return_std"] if self.last_eval else None,
             "eval_episodes": self.last_eval["episodes"] if self.last_eval else 0,
             "device": str(self.device),
+            "objective": self.cfg.intrinsic.objective,
+            "coverage_total": len(self.visited) if self._coverage_key is not None else None,
         }

@@ -34,9 +34,9 @@ from btcli.errors import BtcliError
 CHECKPOINT_MARKER = "COMPLETE"
 CHECKPOINT_FILE = "state.pt"
 
-METRICS_COLUMNS = ["step", "episode", "env_index", "return", "length", "time"]
+METRICS_COLUMNS = ["step", "episode", "env_index", "return", "length", "time", "intrinsic_return", "coverage"]
 TRAIN_COLUMNS = ["step", "time", "sps", "epsilon", "loss", "q_mean", "updates", "replay_size"]
-EVAL_COLUMNS = ["step", "episode", "return", "length", "epsilon", "checkpoint"]
+EVAL_COLUMNS = ["step", "episode", "return", "length", "epsilon", "checkpoint", "coverage"]
 
 
 class RunDirError(BtcliError):

@@ -59,7 +59,7 @@ def test_resume_of_missing_run(btcli, tmp_path):
 
 def test_report_and_evaluate_on_non_run(btcli, tmp_path):
     line = one_error_line(btcli("report", str(tmp_path)))
-    assert "not a btcli run directory" in line
+    assert "no btcli run directories (folders with config.yaml)" in line
     line = one_error_line(btcli("evaluate", str(tmp_path)))
     assert "not a btcli run directory" in line
 
