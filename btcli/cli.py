@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -94,29 +94,34 @@ def _fail(e: BtcliError) -> None:
     raise typer.Exit(e.exit_code)
 
 
+# Options shared by the training commands (transfer, pretrain).
+EnvOpt = Annotated[str | None, typer.Option("--env", help="environment id, e.g. ALE/Breakout-v5 or MiniGrid-FourRooms-v0")]
+StepsOpt = Annotated[int | None, typer.Option(help="environment steps to train for")]
+SeedOpt = Annotated[int | None, typer.Option(help="seed of networks, exploration and environments")]
+OutOpt = Annotated[Path | None, typer.Option(help="run directory (default runs/<command>-<mode or objective>-<env>-s<seed>)")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML file of config keys (see `btcli keys`)")]
+SetOpt = Annotated[list[str], typer.Option("--set", help="override a config key: --set agent.lr=1e-4 (repeatable)")]
+DeviceOpt = Annotated[str | None, typer.Option(help="auto | cpu | cuda")]
+NumEnvsOpt = Annotated[int | None, typer.Option("--num-envs", help="environment copies stepped together")]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="continue the run in --out from its last complete checkpoint")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print the final summary as JSON on stdout")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress output")]
+
+
 @app.command()
 def transfer(
     mode: str = typer.Option("scratch", help="who learns from what: scratch (from random weights, epsilon-greedy)"),
-    env: str | None = typer.Option(None, "--env", help="environment id, e.g. ALE/Breakout-v5 or MiniGrid-FourRooms-v0"),
-    steps: int | None = typer.Option(None, help="environment steps to train for"),
-    seed: int | None = typer.Option(None, help="seed of networks, exploration and environments"),
-    out: Path | None = typer.Option(None, help="run directory (default runs/<command>-<mode>-<env>-s<seed>)"),
-    config: Path | None = typer.Option(None, "--config", help="YAML file of config keys (see `btcli keys`)"),
-    set_: list[str] = typer.Option([], "--set", help="override a config key: --set agent.lr=1e-4 (repeatable)"),
-    device: str | None = typer.Option(None, help="auto | cpu | cuda"),
-    num_envs: int | None = typer.Option(None, "--num-envs", help="environment copies stepped together"),
-    resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last complete checkpoint"),
-    json_out: bool = typer.Option(False, "--json", help="print the final summary as JSON on stdout"),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress output"),
+    env: EnvOpt = None, steps: StepsOpt = None, seed: SeedOpt = None, out: OutOpt = None,
+    config: ConfigOpt = None, set_: SetOpt = [], device: DeviceOpt = None,  # noqa: B006 (typer reads it)
+    num_envs: NumEnvsOpt = None, resume: ResumeOpt = False, json_out: JsonOpt = False, quiet: QuietOpt = False,
 ) -> None:
     """Train a DQN on the rewarded task (mode scratch: the baseline of every comparison)."""
     try:
         if mode not in TRANSFER_MODES:
             raise BtcliError(f"unknown --mode '{mode}'; choose one of: {', '.join(TRANSFER_MODES)}")
-        flags = {"mode": mode, "env.id": env, "steps": steps, "seed": seed, "device": device,
-                 "env.num_envs": num_envs, "command": "transfer"}
-        overrides = _overrides(config, flags, set_)
-        _train(overrides, out, resume, json_out, quiet)
+        flags = {"mode": mode, "command": "transfer"}
+        _train(_overrides(config, flags | _common(env, steps, seed, device, num_envs), set_),
+               out, resume, json_out, quiet)
     except BtcliError as e:
         _fail(e)
 
@@ -124,25 +129,21 @@ def transfer(
 @app.command()
 def pretrain(
     objective: str = typer.Option(..., help="intrinsic reward to maximise: count (grid cells, 1/sqrt(N)) or rnd"),
-    env: str | None = typer.Option(None, "--env", help="environment id, e.g. MiniGrid-FourRooms-v0"),
-    steps: int | None = typer.Option(None, help="environment steps to train for"),
-    seed: int | None = typer.Option(None, help="seed of networks, exploration and environments"),
-    out: Path | None = typer.Option(None, help="run directory (default runs/pretrain-<objective>-<env>-s<seed>)"),
-    config: Path | None = typer.Option(None, "--config", help="YAML file of config keys (see `btcli keys`)"),
-    set_: list[str] = typer.Option([], "--set", help="override a config key: --set intrinsic.rnd_lr=1e-4"),
-    device: str | None = typer.Option(None, help="auto | cpu | cuda"),
-    num_envs: int | None = typer.Option(None, "--num-envs", help="environment copies stepped together"),
-    resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last complete checkpoint"),
-    json_out: bool = typer.Option(False, "--json", help="print the final summary as JSON on stdout"),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress output"),
+    env: EnvOpt = None, steps: StepsOpt = None, seed: SeedOpt = None, out: OutOpt = None,
+    config: ConfigOpt = None, set_: SetOpt = [], device: DeviceOpt = None,  # noqa: B006 (typer reads it)
+    num_envs: NumEnvsOpt = None, resume: ResumeOpt = False, json_out: JsonOpt = False, quiet: QuietOpt = False,
 ) -> None:
     """Pre-train without rewards: the learner maximises an intrinsic reward; the task's score is only logged."""
     try:
-        flags = {"intrinsic.objective": objective, "env.id": env, "steps": steps, "seed": seed, "device": device,
-                 "env.num_envs": num_envs, "command": "pretrain"}
-        _train(_overrides(config, flags, set_), out, resume, json_out, quiet)
+        flags = {"intrinsic.objective": objective, "command": "pretrain"}
+        _train(_overrides(config, flags | _common(env, steps, seed, device, num_envs), set_),
+               out, resume, json_out, quiet)
     except BtcliError as e:
         _fail(e)
+
+
+def _common(env, steps, seed, device, num_envs) -> dict[str, Any]:
+    return {"env.id": env, "steps": steps, "seed": seed, "device": device, "env.num_envs": num_envs}
 
 
 def _train(overrides: dict[str, Any], out: Path | None, resume: bool, json_out: bool, quiet: bool) -> None:
