@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from btcli.behaviour import epsilon_greedy
-from btcli.envs.base import VecEnv
+from btcli.envs.base import VecEnv, coverage_key
 
 
 @dataclass
@@ -52,8 +52,8 @@ def evaluate(act: Callable[[np.ndarray], np.ndarray], env: VecEnv, episodes: int
     done_count = np.zeros(n, dtype=np.int64)
     results: list[EpisodeResult] = []
     obs = env.reset(seed=seed)
-    probes = env.last_probes() if hasattr(env, "last_probes") else {}
-    key = next((k for k in ("cell", "room") if k in probes), None)
+    probes = env.last_probes()
+    key = coverage_key(probes)
     visited = [{int(v)} for v in probes[key]] if key else None
     while (done_count < quota).any():
         if should_stop is not None and should_stop():

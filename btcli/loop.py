@@ -22,6 +22,7 @@ from btcli.agent.replay import ReplayBuffer
 from btcli.behaviour import epsilon_greedy, linear_schedule
 from btcli.config import RunConfig, to_dict
 from btcli.envs import make_vec_env
+from btcli.envs.base import coverage_key
 from btcli.errors import Interrupted
 from btcli.evaluation import evaluate, greedy_actor
 from btcli.intrinsic.sources import make_source
@@ -105,8 +106,7 @@ class Trainer:
                           make_source(obj.objective, self.env, lr=obj.rnd_lr, feature_dim=obj.rnd_feature_dim,
                                       device=self.device))
         # coverage: distinct grid cells (MiniGrid) or rooms (Atari RAM probes) per episode and overall
-        probes = self.env.last_probes() if hasattr(self.env, "last_probes") else {}
-        self._coverage_key = next((k for k in ("cell", "room") if k in probes), None)
+        self._coverage_key = coverage_key(self.env.last_probes())
         self.visited: set[int] = set()
         self._eval_env = None
         self.recent_returns: list[float] = []

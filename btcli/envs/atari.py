@@ -80,6 +80,17 @@ def rom_name(env_id: str) -> str:
     return gym.spec(env_id).kwargs["game"]
 
 
+def _init_common(env, cfg: EnvConfig, seed: int) -> None:
+    """Attributes both Atari backends share: id, copies, stacked 84x84 uint8 observations."""
+    env.env_id = cfg.id
+    env.num_envs = cfg.num_envs
+    env.frame_stack = cfg.frame_stack
+    env.obs_shape = (cfg.frame_stack, SCREEN_SIZE, SCREEN_SIZE)
+    env.obs_dtype = np.dtype(np.uint8)
+    env._seed = seed
+    env._started = False
+
+
 class AtariVectorBackend:
     """``cfg.num_envs`` copies of one game in :class:`ale_py.AtariVectorEnv` (C++ threads)."""
 
@@ -87,13 +98,7 @@ class AtariVectorBackend:
         import ale_py
         from gymnasium.vector import AutoresetMode
 
-        self.env_id = cfg.id
-        self.num_envs = cfg.num_envs
-        self.frame_stack = cfg.frame_stack
-        self.obs_shape = (cfg.frame_stack, SCREEN_SIZE, SCREEN_SIZE)
-        self.obs_dtype = np.dtype(np.uint8)
-        self._seed = seed
-        self._started = False
+        _init_common(self, cfg, seed)
         self._env = ale_py.AtariVectorEnv(
             rom_name(cfg.id),
             cfg.num_envs,
@@ -167,15 +172,9 @@ class AtariGymBackend(SequentialVecEnv):
         import gymnasium as gym
 
         gym.register_envs(ale_py)
-        self.env_id = cfg.id
-        self.num_envs = cfg.num_envs
-        self.frame_stack = cfg.frame_stack
+        _init_common(self, cfg, seed)
         self.frame_skip = cfg.frame_skip
         self.noop_max = cfg.noop_max
-        self.obs_shape = (cfg.frame_stack, SCREEN_SIZE, SCREEN_SIZE)
-        self.obs_dtype = np.dtype(np.uint8)
-        self._seed = seed
-        self._started = False
         self._envs = [
             gym.make(
                 cfg.id,

@@ -47,7 +47,23 @@ class VecEnv(Protocol):
         """Apply one action per copy (int array [num_envs])."""
         ...
 
+    def last_probes(self) -> dict[str, np.ndarray]:
+        """Probes of the states behind the latest returned observations (e.g. start cells)."""
+        ...
+
+    def render_rgb(self) -> np.ndarray:
+        """uint8 [H, W, 3] frame of copy 0 (Atari: only when made with render=True)."""
+        ...
+
     def close(self) -> None: ...
+
+
+COVERAGE_PROBES = ("cell", "room")
+
+
+def coverage_key(probes: dict[str, np.ndarray]) -> str | None:
+    """The probe that coverage counts distinct values of: grid cells, else rooms, else none."""
+    return next((k for k in COVERAGE_PROBES if k in probes), None)
 
 
 class SequentialVecEnv:
