@@ -22,6 +22,9 @@ from btcli.envs import validate_env_config
 from btcli.envs.base import EnvConfig, _f
 from btcli.errors import BtcliError
 
+# reward-free pre-training objectives (btcli/intrinsic/sources.py implements them)
+OBJECTIVES = ("count", "rnd", "ngu", "ngu+rnd")
+
 
 class ConfigError(BtcliError):
     """A configuration key or value is wrong."""
@@ -98,7 +101,7 @@ class RunConfig:
             "agent.torso": (self.agent.torso, ("auto", "cnn", "mlp")),
             "agent.precision": (self.agent.precision, ("fp32", "bf16")),
             "command": (self.command, ("transfer", "pretrain")),
-            "intrinsic.objective": (self.intrinsic.objective, ("none", "count", "rnd")),
+            "intrinsic.objective": (self.intrinsic.objective, ("none", *OBJECTIVES)),
         }
         for key, (value, allowed) in choices.items():
             if value not in allowed:
@@ -120,7 +123,8 @@ class RunConfig:
             raise ConfigError(f"config key 'agent.gamma' must be in (0, 1], got {self.agent.gamma}")
         if (self.command == "pretrain") != (self.intrinsic.objective != "none"):
             raise ConfigError(f"config key 'intrinsic.objective' is '{self.intrinsic.objective}' in a "
-                              f"'{self.command}' run; pretrain needs an objective (count, rnd), transfer none")
+                              f"'{self.command}' run; pretrain needs an objective ({', '.join(OBJECTIVES)}), "
+                              "transfer none")
         try:
             validate_env_config(self.env)
         except ValueError as e:  # messages read "env.<key> must ..."

@@ -214,7 +214,7 @@ class Trainer:
                 if self.intrinsic is None:
                     rewards = np.clip(step.reward, -clip, clip) if clip > 0 else step.reward
                 else:  # pre-training: the learner never sees the task's reward
-                    rewards = self.intrinsic.rewards(step)
+                    rewards = self.intrinsic.rewards(obs, actions, step)
                     ep_intrinsic += rewards
                 self.replay.add(obs, actions, rewards, step.terminated, step.truncated, step.final_obs)
                 ep_return += step.reward
@@ -267,7 +267,7 @@ class Trainer:
             batch = self._sample(a.batch_size)
             loss, q = self.learner.update(*batch)
             if self.intrinsic is not None:
-                self.intrinsic.learn(batch[4])
+                self.intrinsic.learn(batch)
             self._losses.append(loss)  # tensors: no device sync per update
             self._qs.append(q)
         if c.env_steps >= c.next_target_sync:

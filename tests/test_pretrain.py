@@ -65,8 +65,8 @@ def test_objective_must_match_command():
         build_config({"command": "pretrain"})
     with pytest.raises(ConfigError, match="pretrain needs an objective"):
         build_config({"intrinsic.objective": "count"})
-    with pytest.raises(ConfigError, match="'intrinsic.objective' is 'ngu'; choose one of: none, count, rnd"):
-        build_config({"command": "pretrain", "intrinsic.objective": "ngu"})
+    with pytest.raises(ConfigError, match="'intrinsic.objective' is 'icm'; choose one of: none, count, rnd, ngu"):
+        build_config({"command": "pretrain", "intrinsic.objective": "icm"})
 
 
 def test_count_objective_on_atari_is_one_line(btcli, tmp_path):

@@ -20,12 +20,13 @@ OBJECTIVES = ("count", "rnd")
 
 
 class IntrinsicSource(Protocol):
-    def rewards(self, step: Step) -> np.ndarray:
-        """float32 [num_envs] rewards of the transitions in ``step``."""
+    def rewards(self, obs: np.ndarray, actions: np.ndarray, step: Step) -> np.ndarray:
+        """float32 [num_envs] rewards of the transitions ``obs --actions--> step`` (never step.reward)."""
         ...
 
-    def learn(self, next_obs: torch.Tensor) -> None:
-        """Train on a replay batch (no-op for objectives without a trained part)."""
+    def learn(self, batch: tuple[torch.Tensor, ...]) -> None:
+        """Train on a replay batch (obs, actions, n-step returns, discounts, next_obs); next_obs is
+        n steps ahead. No-op for objectives without a trained part."""
         ...
 
     def state_dict(self) -> dict[str, Any]: ...
@@ -49,10 +50,10 @@ class CountSource:
     def __init__(self) -> None:
         self.counts = CountBonus()
 
-    def rewards(self, step: Step) -> np.ndarray:
+    def rewards(self, obs: np.ndarray, actions: np.ndarray, step: Step) -> np.ndarray:
         return self.counts.reward(step.probes["cell"]).astype(np.float32)
 
-    def learn(self, next_obs: torch.Tensor) -> None:
+    def learn(self, batch: tuple[torch.Tensor, ...]) -> None:
         return None
 
     def state_dict(self) -> dict[str, Any]:
@@ -69,14 +70,14 @@ class RNDSource:
         self.rnd = RND(obs_shape, feature_dim=feature_dim, device=device)
         self.optimizer = torch.optim.Adam(self.rnd.parameters(), lr=lr)
 
-    def rewards(self, step: Step) -> np.ndarray:
+    def rewards(self, obs: np.ndarray, actions: np.ndarray, step: Step) -> np.ndarray:
         nxt = next_observations(step)
         self.rnd.update_obs_stats(nxt)
         raw = self.rnd.reward(nxt).cpu().numpy()
         return np.asarray(self.rnd.normalise_reward(raw), dtype=np.float32)
 
-    def learn(self, next_obs: torch.Tensor) -> None:
-        loss = self.rnd.loss(next_obs)
+    def learn(self, batch: tuple[torch.Tensor, ...]) -> None:
+        loss = self.rnd.loss(batch[4])
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
