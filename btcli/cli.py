@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 
 from btcli.config import (
+    TRANSFER_MODES,
     RunConfig,
     all_keys,
     build_config,
@@ -34,7 +35,6 @@ app = typer.Typer(
 err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
-TRANSFER_MODES = ("scratch",)
 
 
 def _version(value: bool) -> None:
@@ -106,24 +106,53 @@ NumEnvsOpt = Annotated[int | None, typer.Option("--num-envs", help="environment 
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="continue the run in --out from its last complete checkpoint")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print the final summary as JSON on stdout")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress output")]
+PretrainedOpt = Annotated[Path | None, typer.Option(
+    "--pretrained", help="pre-trained run directory (or a checkpoints/step_* folder of one); modes ft, bt, bt+ft")]
 
 
 @app.command()
 def transfer(
-    mode: str = typer.Option("scratch", help="who learns from what: scratch (from random weights, epsilon-greedy)"),
+    mode: str = typer.Option("scratch", help="scratch: random init, epsilon-greedy | ez-greedy: exploratory steps "
+                             "start random-action flights | ft: init from the pre-trained weights | bt: flights of "
+                             "the frozen pre-trained policy | bt+ft: both"),
+    pretrained: PretrainedOpt = None,
     env: EnvOpt = None, steps: StepsOpt = None, seed: SeedOpt = None, out: OutOpt = None,
     config: ConfigOpt = None, set_: SetOpt = [], device: DeviceOpt = None,  # noqa: B006 (typer reads it)
     num_envs: NumEnvsOpt = None, resume: ResumeOpt = False, json_out: JsonOpt = False, quiet: QuietOpt = False,
 ) -> None:
-    """Train a DQN on the rewarded task (mode scratch: the baseline of every comparison)."""
+    """Learn the rewarded task, from scratch or from a pre-trained run (FT, BT, BT+FT)."""
     try:
         if mode not in TRANSFER_MODES:
             raise BtcliError(f"unknown --mode '{mode}'; choose one of: {', '.join(TRANSFER_MODES)}")
-        flags = {"mode": mode, "command": "transfer"}
+        flags = {"mode": mode, "command": "transfer", "transfer.pretrained": _path(pretrained)}
         _train(_overrides(config, flags | _common(env, steps, seed, device, num_envs), set_),
                out, resume, json_out, quiet)
     except BtcliError as e:
         _fail(e)
+
+
+@app.command()
+def finetune(
+    pretrained: PretrainedOpt = None,
+    layers: str | None = typer.Option(None, help="pre-trained weights copied: all (default), or torso (fresh Q head)"),
+    freeze: str | None = typer.Option(None, help="weights kept frozen: none (default) or torso"),
+    lr: float | None = typer.Option(None, help="learning rate of the fine-tuning (agent.lr)"),
+    env: EnvOpt = None, steps: StepsOpt = None, seed: SeedOpt = None, out: OutOpt = None,
+    config: ConfigOpt = None, set_: SetOpt = [], device: DeviceOpt = None,  # noqa: B006 (typer reads it)
+    num_envs: NumEnvsOpt = None, resume: ResumeOpt = False, json_out: JsonOpt = False, quiet: QuietOpt = False,
+) -> None:
+    """Fine-tune pre-trained weights on the rewarded task (the same code as `transfer --mode ft`)."""
+    try:
+        flags = {"mode": "ft", "command": "finetune", "transfer.pretrained": _path(pretrained),
+                 "transfer.ft_layers": layers, "transfer.freeze": freeze, "agent.lr": lr}
+        _train(_overrides(config, flags | _common(env, steps, seed, device, num_envs), set_),
+               out, resume, json_out, quiet)
+    except BtcliError as e:
+        _fail(e)
+
+
+def _path(path: Path | None) -> str | None:
+    return None if path is None else str(path)
 
 
 @app.command()
@@ -152,6 +181,7 @@ def _train(overrides: dict[str, Any], out: Path | None, resume: bool, json_out: 
     from btcli.runs import RunDir
     from btcli.runtime import resolve_device
 
+    pretrained = None
     if resume:
         if out is None:
             raise BtcliError("--resume needs --out: the run directory to continue")
@@ -174,14 +204,32 @@ def _train(overrides: dict[str, Any], out: Path | None, resume: bool, json_out: 
         except ValueError as e:
             raise BtcliError(str(e)) from None
         resolve_device(cfg.device)  # fail before anything is written
+        pretrained = _check_pretrained(cfg) if cfg.transfer.pretrained else None
         out = out or _default_out(cfg)
         run = RunDir.create(out, to_dict(cfg), sys.argv)
-    trainer = Trainer(cfg, run, progress=not quiet)
+    trainer = Trainer(cfg, run, progress=not quiet, pretrained=pretrained)
     summary = trainer.train(resume=resume)
     if json_out:
         print(json.dumps(summary, indent=2))
     elif not quiet:
         _print_run_summary(summary, run.path)
+
+
+def _check_pretrained(cfg: RunConfig):
+    """Load the pre-trained run and check it fits this task, before any run directory is made."""
+    from btcli.envs import make_vec_env
+    from btcli.loop import checkpoint_identity
+    from btcli.pretrained import load_pretrained
+
+    pretrained = load_pretrained(cfg.transfer.pretrained)
+    env = make_vec_env(cfg.env, seed=cfg.seed)
+    try:
+        pretrained.check_task(checkpoint_identity(cfg, env), allow_other_env=cfg.transfer.allow_other_env)
+    finally:
+        env.close()
+    if cfg.mode in ("ft", "bt+ft"):
+        pretrained.check_architecture(to_dict(cfg.agent))
+    return pretrained
 
 
 def _print_run_summary(summary: dict[str, Any], path: Path) -> None:
@@ -272,6 +320,8 @@ def keys() -> None:
     """List every config key with its help (for --set and --config files)."""
     for key in all_keys():
         print(f"{key:28s} {help_text(key)}")
+
+
 
 
 def main() -> None:

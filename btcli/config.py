@@ -22,6 +22,8 @@ from btcli.envs import validate_env_config
 from btcli.envs.base import EnvConfig, _f
 from btcli.errors import BtcliError
 
+# Sections of a run's config.yaml that record facts about the run rather than config keys.
+RECORD_KEYS = ("meta", "provenance")
 # reward-free pre-training objectives (btcli/intrinsic/sources.py implements them)
 OBJECTIVES = ("count", "rnd", "ngu", "ngu+rnd")
 
@@ -72,12 +74,35 @@ class IntrinsicConfig:
     rnd_feature_dim: int = _f(128, "output size of the RND target and predictor networks")
 
 
+TRANSFER_MODES = ("scratch", "ez-greedy", "ft", "bt", "bt+ft")
+PRETRAINED_MODES = ("ft", "bt", "bt+ft")  # the modes that read a pre-trained run
+
+
+@dataclass
+class TransferConfig:
+    """Behaviour transfer: the pre-trained run, flights, and what fine-tuning copies.
+
+    Every default here is btcli's choice; the paper does not give these numbers (METHOD.md).
+    """
+
+    pretrained: str = _f("", "pre-trained run directory (or one of its checkpoints/step_* folders); modes ft, bt, bt+ft")
+    allow_other_env: bool = _f(False, "accept a pre-trained run from another env id with the same observation and action spaces")
+    flight_start: str = _f("explore", "'explore': each epsilon step starts a flight, greedy between flights "
+                           "(εz-greedy); 'fixed': flights start with probability flight_prob, epsilon-greedy between")
+    flight_prob: float = _f(0.05, "probability that a flight starts at a step outside one (flight_start=fixed)")
+    flight_mu: float = _f(2.0, "exponent of the zeta law of flight durations, P(n) ∝ n^-mu")
+    flight_cap: int = _f(100, "longest flight in steps (zeta(2) has an infinite mean)")
+    random_flight_share: float = _f(0.0, "bt, bt+ft: share of flights that repeat a random action instead of following π_p")
+    ft_layers: str = _f("all", "ft, bt+ft: copy 'all' pre-trained weights, or the 'torso' only with a fresh Q head")
+    freeze: str = _f("none", "ft, bt+ft: weights kept frozen while training: 'none' or 'torso'")
+
+
 @dataclass
 class RunConfig:
     """One training run: what `btcli transfer` (and later `pretrain`) resolves its options into."""
 
     command: str = _f("transfer", "the subcommand that made this run")
-    mode: str = _f("scratch", "transfer mode: scratch (more modes arrive with behaviour transfer)")
+    mode: str = _f("scratch", "transfer mode: scratch, ez-greedy, ft, bt or bt+ft (pretrain runs: scratch)")
     steps: int = _f(100_000, "environment steps to train for (summed over all copies)")
     seed: int = _f(0, "seed of networks, exploration and environments")
     device: str = _f("auto", "'auto' (CUDA when present), 'cpu' or 'cuda'")
@@ -92,15 +117,19 @@ class RunConfig:
     agent: AgentConfig = field(default_factory=AgentConfig)
     explore: ExploreConfig = field(default_factory=ExploreConfig)
     intrinsic: IntrinsicConfig = field(default_factory=IntrinsicConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
 
     def validate(self) -> None:
         """Raise ConfigError on values no run could use."""
         choices = {
-            "mode": (self.mode, ("scratch",)),
+            "mode": (self.mode, TRANSFER_MODES),
             "device": (self.device, ("auto", "cpu", "cuda")),
             "agent.torso": (self.agent.torso, ("auto", "cnn", "mlp")),
             "agent.precision": (self.agent.precision, ("fp32", "bf16")),
-            "command": (self.command, ("transfer", "pretrain")),
+            "command": (self.command, ("transfer", "pretrain", "finetune")),
+            "transfer.flight_start": (self.transfer.flight_start, ("explore", "fixed")),
+            "transfer.ft_layers": (self.transfer.ft_layers, ("all", "torso")),
+            "transfer.freeze": (self.transfer.freeze, ("none", "torso")),
             "intrinsic.objective": (self.intrinsic.objective, ("none", *OBJECTIVES)),
         }
         for key, (value, allowed) in choices.items():
@@ -132,6 +161,29 @@ class RunConfig:
             raise ConfigError(f"config key '{key}' {rest}") from None
         if self.agent.lr <= 0:
             raise ConfigError(f"config key 'agent.lr' must be positive, got {self.agent.lr}")
+        self._validate_transfer()
+
+    def _validate_transfer(self) -> None:
+        t = self.transfer
+        for key, value in (("transfer.flight_prob", t.flight_prob), ("transfer.random_flight_share", t.random_flight_share)):
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"config key '{key}' must be in [0, 1], got {value}")
+        if t.flight_mu <= 1.0:
+            raise ConfigError(f"config key 'transfer.flight_mu' must be > 1 (the zeta law needs it), got {t.flight_mu}")
+        if t.flight_cap < 1:
+            raise ConfigError(f"config key 'transfer.flight_cap' must be >= 1, got {t.flight_cap}")
+        if self.command == "pretrain" and self.mode != "scratch":
+            raise ConfigError(f"config key 'mode' is '{self.mode}' in a pretrain run; pre-training learns from scratch")
+        if self.command == "finetune" and self.mode != "ft":
+            raise ConfigError(f"config key 'mode' is '{self.mode}' in a finetune run; finetune is mode ft")
+        if self.mode in PRETRAINED_MODES and not t.pretrained:
+            raise ConfigError(f"mode '{self.mode}' needs a pre-trained run: pass --pretrained RUN "
+                              "(a `btcli pretrain` run directory)")
+        if self.mode not in PRETRAINED_MODES and t.pretrained:
+            raise ConfigError(f"mode '{self.mode}' does not use a pre-trained run, but transfer.pretrained is "
+                              f"'{t.pretrained}'; drop --pretrained or choose mode ft, bt or bt+ft")
+        if self.mode not in ("ft", "bt+ft") and (t.freeze != "none" or t.ft_layers != "all"):
+            raise ConfigError(f"transfer.ft_layers / transfer.freeze only apply to modes ft and bt+ft, not '{self.mode}'")
 
 
 # Domain presets: what a user gets with no config file. Chosen for the step budgets btcli
@@ -273,7 +325,8 @@ def load_yaml_overrides(path: str | Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file '{path}' must hold a mapping of keys (like 'agent: {{lr: 1e-4}}'), not a {type(data).__name__}")
-    data.pop("meta", None)  # a run's saved config.yaml may be reused as a config file
+    for key in RECORD_KEYS:  # a run's saved config.yaml may be reused as a config file
+        data.pop(key, None)
     return flatten(data)
 
 
@@ -313,7 +366,7 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 def from_dict(data: dict[str, Any]) -> RunConfig:
     """Rebuild a RunConfig from a saved config.yaml mapping, checking every key."""
     cfg = RunConfig()
-    for key, value in flatten({k: v for k, v in data.items() if k != "meta"}).items():
+    for key, value in flatten({k: v for k, v in data.items() if k not in RECORD_KEYS}).items():
         set_key(cfg, key, value)
     cfg.validate()
     return cfg

@@ -19,13 +19,14 @@ import torch
 from btcli.agent.dqn import DQNLearner
 from btcli.agent.networks import build_q_network
 from btcli.agent.replay import ReplayBuffer
-from btcli.behaviour import epsilon_greedy, linear_schedule
+from btcli.behaviour import PRETRAINED, RANDOM, FlightBehaviour, FlightSpec, linear_schedule
 from btcli.config import RunConfig, to_dict
 from btcli.envs import make_vec_env
 from btcli.envs.base import coverage_key
 from btcli.errors import Interrupted
 from btcli.evaluation import evaluate, greedy_actor
 from btcli.intrinsic.sources import make_source
+from btcli.pretrained import Pretrained, copy_weights, freeze, load_pretrained
 from btcli.progress import ProgressReporter
 from btcli.runs import (
     EVAL_COLUMNS,
@@ -82,7 +83,7 @@ def checkpoint_identity(cfg: RunConfig, env) -> dict[str, Any]:
 class Trainer:
     """Runs (or resumes) one training run in a run directory."""
 
-    def __init__(self, cfg: RunConfig, run: RunDir, *, progress: bool = True):
+    def __init__(self, cfg: RunConfig, run: RunDir, *, progress: bool = True, pretrained: Pretrained | None = None):
         self.cfg = cfg
         self.run = run
         self.show_progress = progress
@@ -99,6 +100,15 @@ class Trainer:
         self.replay = ReplayBuffer(a.buffer_size, cfg.env.num_envs, self.env.obs_shape, self.env.obs_dtype,
                                    frame_stack=self.env.frame_stack, n_step=a.n_step, gamma=a.gamma,
                                    seed=cfg.seed, num_actions=self.env.num_actions)
+        self.pretrained, self.pretrained_act = None, None
+        if cfg.transfer.pretrained:
+            self._use_pretrained(pretrained)
+        flights = {"ez-greedy": "random", "bt": "pretrained", "bt+ft": "pretrained"}.get(cfg.mode, "none")
+        t = cfg.transfer
+        self.behaviour = FlightBehaviour(
+            FlightSpec(source=flights, start=t.flight_start, prob=t.flight_prob, mu=t.flight_mu, cap=t.flight_cap,
+                       random_share=t.random_flight_share),
+            cfg.env.num_envs, self.env.num_actions, self.rng)
         self.counters = Counters(next_target_sync=a.learning_starts, next_eval=cfg.eval_every or cfg.steps + 1,
                                  next_checkpoint=cfg.checkpoint_every, next_train_log=cfg.train_log_every)
         obj = cfg.intrinsic
@@ -111,6 +121,28 @@ class Trainer:
         self._eval_env = None
         self.recent_returns: list[float] = []
         self.last_eval: dict[str, Any] | None = None
+
+    def _use_pretrained(self, pretrained: Pretrained | None) -> None:
+        """Load (or reload, pinned by hash) the pre-trained run; FT copies its weights, BT keeps π_p."""
+        cfg = self.cfg
+        recorded = (self.run.read_config().get("provenance") or {}).get("pretrained")
+        if recorded:  # a resumed run: exactly the checkpoint it started from
+            if pretrained is None or pretrained.sha256 != recorded["sha256"]:
+                pretrained = load_pretrained(recorded["checkpoint"], sha256=recorded["sha256"])
+        elif pretrained is None:
+            pretrained = load_pretrained(cfg.transfer.pretrained)
+        pretrained.check_task(checkpoint_identity(cfg, self.env), allow_other_env=cfg.transfer.allow_other_env)
+        if cfg.mode in ("ft", "bt+ft"):
+            pretrained.check_architecture(to_dict(cfg.agent))
+            copy_weights(self.learner.online, pretrained.state["learner"]["online"], cfg.transfer.ft_layers)
+            self.learner.sync_target()
+            freeze(self.learner.online, cfg.transfer.freeze)
+        if cfg.mode in ("bt", "bt+ft"):
+            net = pretrained.network(self.env.obs_shape, self.env.num_actions, self.device)
+            self.pretrained_act = greedy_actor(net, self.device)
+        if not recorded:
+            self.run.record_provenance("pretrained", pretrained.provenance())
+        self.pretrained = pretrained
 
     # --- checkpoints -----------------------------------------------------------------------
 
@@ -131,6 +163,7 @@ class Trainer:
             "intrinsic": self.intrinsic.state_dict() if self.intrinsic is not None else None,
             "objective": self.cfg.intrinsic.objective,
             "visited": sorted(self.visited),
+            "behaviour": self.behaviour.state_dict(),
         }
 
     def save_checkpoint(self) -> None:
@@ -164,6 +197,8 @@ class Trainer:
         if self.intrinsic is not None:
             self.intrinsic.load_state_dict(state["intrinsic"])
         self.visited = set(state.get("visited", []))
+        if state.get("behaviour") is not None:
+            self.behaviour.load_state_dict(state["behaviour"])
         step = self.counters.env_steps
         for log in (self.run.metrics_path, self.run.train_path, self.run.eval_path):
             truncate_csv_after(log, step)
@@ -194,6 +229,8 @@ class Trainer:
         ep_intrinsic = np.zeros(n)
         ep_length = np.zeros(n, dtype=np.int64)
         ep_cells = [set() for _ in range(n)]
+        ep_who = np.zeros((n, 3), dtype=np.int64)  # steps of this episode by learner, π_p, random
+        rows = np.arange(n)
         self._start_coverage(ep_cells, range(n))
         self._losses, self._qs = [], []
         self._window = (time.monotonic(), c.env_steps)
@@ -208,8 +245,8 @@ class Trainer:
                 progress.message(f"resumed from step {start_step}")
             while c.env_steps < cfg.steps:
                 eps = self.epsilon()
-                greedy = act(obs) if eps < 1.0 else np.zeros(n, dtype=np.int64)
-                actions = epsilon_greedy(greedy, eps, self.env.num_actions, self.rng)
+                actions, who = self.behaviour.act(obs, eps, act, self.pretrained_act)
+                ep_who[rows, who] += 1
                 step = self.env.step(actions)
                 if self.intrinsic is None:
                     rewards = np.clip(step.reward, -clip, clip) if clip > 0 else step.reward
@@ -225,7 +262,8 @@ class Trainer:
                         cells.add(key)
                 ended = np.flatnonzero(step.terminated | step.truncated)
                 if ended.size:
-                    self._log_episodes(metrics, ended, ep_return, ep_length, ep_intrinsic, ep_cells)
+                    self.behaviour.end_episodes(ended)
+                    self._log_episodes(metrics, ended, ep_return, ep_length, ep_intrinsic, ep_cells, ep_who)
                     self._start_coverage(ep_cells, ended)
                 obs = step.obs
 
@@ -283,7 +321,7 @@ class Trainer:
             ep_cells[i] = {int(start[i])}
 
     def _log_episodes(self, metrics: CsvLog, ended: np.ndarray, ep_return: np.ndarray, ep_length: np.ndarray,
-                      ep_intrinsic: np.ndarray, ep_cells: list[set]) -> None:
+                      ep_intrinsic: np.ndarray, ep_cells: list[set], ep_who: np.ndarray) -> None:
         c = self.counters
         now = round(self._elapsed(), 3)
         rows = []
@@ -292,14 +330,16 @@ class Trainer:
             coverage = len(ep_cells[i]) if self._coverage_key is not None else None
             self.visited |= ep_cells[i]
             intrinsic = round(float(ep_intrinsic[i]), 5) if self.intrinsic is not None else None
+            shares = [round(float(x), 4) for x in ep_who[i] / max(int(ep_length[i]), 1)]
             rows.append([c.env_steps, c.episodes, int(i), float(ep_return[i]), int(ep_length[i]), now,
-                         intrinsic, coverage])
+                         intrinsic, coverage, *shares])
             self.recent_returns.append(float(ep_return[i]))
         metrics.write(rows)
         del self.recent_returns[:-RECENT_EPISODES]
         ep_return[ended] = 0.0
         ep_intrinsic[ended] = 0.0
         ep_length[ended] = 0
+        ep_who[ended] = 0
 
     def _log_train(self, train_log: CsvLog, eps: float) -> None:
         c = self.counters
@@ -310,8 +350,14 @@ class Trainer:
         q = torch.stack(self._qs).mean().item() if self._qs else None
         self._losses.clear()
         self._qs.clear()
+        fl = self.behaviour.drain()
+        taken = max(int(fl.steps.sum()), 1)
+        flight_cols = [round(self.behaviour.flight_prob(eps), 5), len(fl.durations),
+                       round(float(np.mean(fl.durations)), 3) if fl.durations else None,
+                       max(fl.durations) if fl.durations else None,
+                       round(fl.steps[PRETRAINED] / taken, 4), round(fl.steps[RANDOM] / taken, 4)]
         train_log.write([[c.env_steps, round(self._elapsed(), 3), round(self._sps, 1), round(eps, 5), loss, q,
-                          self.learner.updates, len(self.replay)]])
+                          self.learner.updates, len(self.replay), *flight_cols]])
         c.next_train_log += self.cfg.train_log_every
 
     def _interrupt(self, where: str) -> None:
@@ -366,4 +412,6 @@ class Trainer:
             "device": str(self.device),
             "objective": self.cfg.intrinsic.objective,
             "coverage_total": len(self.visited) if self._coverage_key is not None else None,
+            **self.behaviour.totals(),
+            "pretrained": self.pretrained.provenance() if self.pretrained is not None else None,
         }

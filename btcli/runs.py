@@ -34,8 +34,10 @@ from btcli.errors import BtcliError
 CHECKPOINT_MARKER = "COMPLETE"
 CHECKPOINT_FILE = "state.pt"
 
-METRICS_COLUMNS = ["step", "episode", "env_index", "return", "length", "time", "intrinsic_return", "coverage"]
-TRAIN_COLUMNS = ["step", "time", "sps", "epsilon", "loss", "q_mean", "updates", "replay_size"]
+METRICS_COLUMNS = ["step", "episode", "env_index", "return", "length", "time", "intrinsic_return", "coverage",
+                   "share_learner", "share_pretrained", "share_random"]
+TRAIN_COLUMNS = ["step", "time", "sps", "epsilon", "loss", "q_mean", "updates", "replay_size",
+                 "flight_prob", "flights", "flight_len_mean", "flight_len_max", "share_pretrained", "share_random"]
 EVAL_COLUMNS = ["step", "episode", "return", "length", "epsilon", "checkpoint", "coverage"]
 
 
@@ -215,6 +217,12 @@ class RunDir:
     def write_config(self, config: dict[str, Any], argv: list[str]) -> None:
         doc = dict(config)
         doc["meta"] = run_meta(argv)
+        atomic_write_text(self.config_path, yaml.safe_dump(doc, sort_keys=False))
+
+    def record_provenance(self, name: str, facts: dict[str, Any]) -> None:
+        """Add ``facts`` under ``provenance.<name>`` in config.yaml (e.g. the pre-trained checkpoint)."""
+        doc = self.read_config()
+        doc.setdefault("provenance", {})[name] = facts
         atomic_write_text(self.config_path, yaml.safe_dump(doc, sort_keys=False))
 
     def read_config(self) -> dict[str, Any]:

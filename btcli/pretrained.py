@@ -1,0 +1,145 @@
+"""The pre-trained run a transfer reads: finding its checkpoint, checking it, and using it.
+
+A transfer pins one checkpoint (folder and content hash) when it starts and records it in
+its config.yaml under ``provenance.pretrained``; a resumed transfer reloads exactly that
+checkpoint or refuses. Nothing is substituted silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from btcli.agent.networks import QNetwork, build_q_network
+from btcli.errors import BtcliError
+from btcli.runs import CHECKPOINT_MARKER, RunDir, RunDirError, load_checkpoint
+
+# agent keys that fix the Q-network's shape: FT copies weights, so these must agree
+ARCHITECTURE_KEYS = ("torso", "hidden", "dueling")
+
+
+class PretrainedError(BtcliError):
+    """The pre-trained run is missing, incomplete or does not fit this task."""
+
+
+@dataclass
+class Pretrained:
+    """One loaded, verified pre-trained checkpoint."""
+
+    run: Path
+    checkpoint: Path
+    state: dict[str, Any]
+
+    @property
+    def sha256(self) -> str:
+        return self.state["checkpoint_sha256"]
+
+    @property
+    def agent_config(self) -> dict[str, Any]:
+        return self.state["config"]["agent"]
+
+    def provenance(self) -> dict[str, Any]:
+        """What a transfer records about its pre-trained run (config.yaml, provenance.pretrained)."""
+        s = self.state
+        return {
+            "run": str(self.run.resolve()), "checkpoint": str(self.checkpoint.resolve()), "sha256": self.sha256,
+            "command": s.get("command"), "objective": s.get("objective"), "step": int(s["step"]),
+            "env_id": s["env_id"], "obs_shape": list(s["obs_shape"]), "num_actions": int(s["num_actions"]),
+        }
+
+    def check_task(self, identity: dict[str, Any], *, allow_other_env: bool) -> None:
+        """Refuse a checkpoint from another observation space, action space or (unless allowed) env."""
+        s = self.state
+        where = f"pre-trained checkpoint '{self.checkpoint}'"
+        if list(s["obs_shape"]) != list(identity["obs_shape"]):
+            raise PretrainedError(f"{where} has observations of shape {tuple(s['obs_shape'])} but "
+                                  f"{identity['env_id']} has {tuple(identity['obs_shape'])}; pre-train on this task's layout")
+        if int(s["num_actions"]) != int(identity["num_actions"]) or \
+                list(s.get("action_meanings", [])) != list(identity["action_meanings"]):
+            raise PretrainedError(f"{where} has {s['num_actions']} actions {s.get('action_meanings')} but "
+                                  f"{identity['env_id']} has {identity['num_actions']} {identity['action_meanings']}; "
+                                  "the action spaces must be the same")
+        if s["env_id"] != identity["env_id"] and not allow_other_env:
+            raise PretrainedError(f"{where} was trained on {s['env_id']}, not {identity['env_id']}; pass "
+                                  "--set transfer.allow_other_env=true to transfer across tasks with the same spaces")
+
+    def check_architecture(self, agent: dict[str, Any]) -> None:
+        """FT copies weights: refuse a learner whose network differs from the pre-trained one."""
+        for key in ARCHITECTURE_KEYS:
+            theirs, ours = self.agent_config.get(key), agent.get(key)
+            if theirs != ours:
+                raise PretrainedError(f"agent.{key} is {ours!r} here but {theirs!r} in the pre-trained run "
+                                      f"'{self.run}'; fine-tuning copies weights, so the networks must match "
+                                      f"(use --set agent.{key}={theirs})")
+
+    def network(self, obs_shape: tuple[int, ...], num_actions: int, device: torch.device) -> QNetwork:
+        """The pre-trained online Q-network, frozen (π_p = argmax of its Q-values)."""
+        a = self.agent_config
+        net = build_q_network(obs_shape, num_actions, torso=a["torso"], hidden=a["hidden"], dueling=a["dueling"],
+                              channels_last=a.get("channels_last", False) and device.type == "cpu")
+        net.load_state_dict(self.state["learner"]["online"])
+        return net.to(device).eval().requires_grad_(False)
+
+
+def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
+    """(run directory, checkpoint folder) for a run directory (its newest complete checkpoint) or a
+    checkpoint folder."""
+    path = Path(path)
+    if not path.exists():
+        raise PretrainedError(f"pre-trained run '{path}' does not exist; pass the directory of a `btcli pretrain` run")
+    if (path / CHECKPOINT_MARKER).exists() or path.name.startswith("step_"):
+        return path.parent.parent, path
+    if not (path / "config.yaml").exists():
+        raise PretrainedError(f"'{path}' is not a btcli run directory (no config.yaml); pass the directory "
+                              "of a `btcli pretrain` run")
+    latest = RunDir(path).latest_checkpoint()
+    if latest is None:
+        raise PretrainedError(f"pre-trained run '{path}' has no complete checkpoint yet; let it reach one "
+                              "(or finish) first")
+    return path, latest
+
+
+def load_pretrained(path: str | Path, *, sha256: str | None = None, device: str = "cpu") -> Pretrained:
+    """Load and verify a pre-trained checkpoint; with ``sha256``, insist on exactly that content."""
+    run, checkpoint = resolve_checkpoint(path)
+    try:
+        state = load_checkpoint(checkpoint, map_location=device)
+    except RunDirError as e:
+        raise PretrainedError(f"pre-trained {e}") from None
+    if "learner" not in state or "obs_shape" not in state:
+        raise PretrainedError(f"'{checkpoint}' is not a btcli DQN checkpoint")
+    if sha256 is not None and state["checkpoint_sha256"] != sha256:
+        raise PretrainedError(f"pre-trained checkpoint '{checkpoint}' changed since this run started (content hash "
+                              f"{state['checkpoint_sha256'][:12]}..., recorded {sha256[:12]}...); restore it or start a new run")
+    return Pretrained(run=run, checkpoint=checkpoint, state=state)
+
+
+def copy_weights(target: QNetwork, source_state: dict[str, torch.Tensor], layers: str) -> list[str]:
+    """Copy pre-trained weights into ``target``: 'all', or 'torso' (the head keeps its fresh init).
+    Returns the names of the copied tensors."""
+    wanted = {k: v for k, v in source_state.items() if layers == "all" or k.startswith("torso.")}
+    own = target.state_dict()
+    for name, value in wanted.items():
+        if name not in own or own[name].shape != value.shape:
+            raise PretrainedError(f"pre-trained weight '{name}' does not fit this network; the architectures differ")
+    missing = [k for k in own if k not in wanted and (layers == "all" or k.startswith("torso."))]
+    if missing:
+        raise PretrainedError(f"pre-trained checkpoint lacks weights {missing[:3]}; the architectures differ")
+    target.load_state_dict(wanted, strict=False)
+    return sorted(wanted)
+
+
+def freeze(net: nn.Module, part: str) -> list[str]:
+    """Stop gradients into ``part`` ('none' or 'torso'); returns the frozen parameter names."""
+    if part == "none":
+        return []
+    frozen = []
+    for name, param in net.named_parameters():
+        if name.startswith(f"{part}."):
+            param.requires_grad_(False)
+            frozen.append(name)
+    return frozen

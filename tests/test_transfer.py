@@ -1,0 +1,185 @@
+"""Transfer from a pre-trained run: FT copies weights, BT flies π_p, provenance and refusals."""
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from btcli.config import ConfigError, build_config, from_dict, to_dict
+from btcli.loop import Trainer
+from btcli.pretrained import PretrainedError
+from btcli.runs import RunDir
+
+ENV = "MiniGrid-Empty-5x5-v0"
+BASE = {"env.id": ENV, "steps": 1_200, "seed": 0, "eval_episodes": 2, "threads": 1, "agent.learning_starts": 400,
+        "checkpoint_every": 600, "train_log_every": 400}
+
+
+@pytest.fixture(scope="module")
+def pretrained_run(tmp_path_factory):
+    """A short reward-free pre-training run on the 5x5 room."""
+    root = tmp_path_factory.mktemp("pre")
+    cfg = build_config(BASE | {"command": "pretrain", "intrinsic.objective": "count"})
+    run = RunDir.create(root / "pt", to_dict(cfg), ["test"])
+    Trainer(cfg, run, progress=False).train()
+    return run.path
+
+
+def make(tmp_path, mode, pretrained=None, name=None, **extra):
+    keys = BASE | {"mode": mode} | extra
+    if pretrained is not None:
+        keys["transfer.pretrained"] = str(pretrained)
+    cfg = build_config(keys)
+    run = RunDir.create(tmp_path / (name or mode.replace("+", "_")), to_dict(cfg), ["test"])
+    return Trainer(cfg, run, progress=False)
+
+
+def pretrained_weights(run_path):
+    state = torch.load(RunDir(run_path).latest_checkpoint() / "state.pt", weights_only=False)
+    return state["learner"]["online"]
+
+
+@pytest.mark.parametrize("layers", ["all", "torso"])
+def test_ft_copies_exactly_the_chosen_layers(tmp_path, pretrained_run, layers):
+    trainer = make(tmp_path, "ft", pretrained_run, **{"transfer.ft_layers": layers})
+    source = pretrained_weights(pretrained_run)
+    for name, value in trainer.learner.online.state_dict().items():
+        same = torch.equal(value, source[name])
+        assert same == (layers == "all" or name.startswith("torso.")), name
+    # the target network starts as a copy of the initialised online network
+    for name, value in trainer.learner.target.state_dict().items():
+        assert torch.equal(value, trainer.learner.online.state_dict()[name])
+
+
+def test_freeze_torso_trains_only_the_head(tmp_path, pretrained_run):
+    trainer = make(tmp_path, "ft", pretrained_run, **{"transfer.freeze": "torso", "transfer.ft_layers": "torso"})
+    source = pretrained_weights(pretrained_run)
+    head_before = {k: v.clone() for k, v in trainer.learner.online.state_dict().items() if k.startswith("head.")}
+    trainer.train()
+    after = trainer.learner.online.state_dict()
+    assert trainer.learner.updates > 0
+    assert all(torch.equal(after[k], source[k]) for k in after if k.startswith("torso."))
+    assert any(not torch.equal(after[k], v) for k, v in head_before.items())
+
+
+def test_scratch_and_bt_start_from_random_weights(tmp_path, pretrained_run):
+    source = pretrained_weights(pretrained_run)
+    for mode in ("scratch", "bt"):
+        trainer = make(tmp_path, mode, pretrained_run if mode == "bt" else None)
+        assert not any(torch.equal(v, source[k]) for k, v in trainer.learner.online.state_dict().items()
+                       if v.numel() > 1)
+
+
+def test_bt_flies_the_frozen_pretrained_policy_and_logs_it(tmp_path, pretrained_run):
+    trainer = make(tmp_path, "bt", pretrained_run, **{"explore.eps_decay_steps": 600})
+    pi_before = {k: v.clone() for k, v in pretrained_weights(pretrained_run).items()}
+    summary = trainer.train()
+    share = summary["behaviour_share"]
+    assert share["pretrained"] > 0.2 and share["random"] == 0.0  # εz-greedy: no random steps in bt
+    assert sum(share.values()) == pytest.approx(1.0, abs=1e-3)
+    assert summary["flights"] > 0 and 1 <= summary["flight_len_mean"] <= summary["flight_len_max"] <= 100
+    metrics = pd.read_csv(trainer.run.metrics_path)
+    total = metrics[["share_learner", "share_pretrained", "share_random"]].sum(axis=1)
+    assert np.allclose(total, 1.0, atol=1e-3)
+    train = pd.read_csv(trainer.run.train_path)
+    assert (train["flights"] >= 0).all() and train["share_pretrained"].iloc[0] > 0.5
+    # π_p is frozen: the pre-trained run's weights are untouched and the run's own checkpoint differs
+    assert all(torch.equal(v, pretrained_weights(pretrained_run)[k]) for k, v in pi_before.items())
+
+
+def test_ez_greedy_flights_are_random(tmp_path):
+    summary = make(tmp_path, "ez-greedy").train()
+    assert summary["behaviour_share"]["pretrained"] == 0.0 and summary["behaviour_share"]["random"] > 0.2
+    assert summary["flights"] > 0
+
+
+def test_provenance_pins_the_checkpoint_and_a_changed_one_is_refused(tmp_path, pretrained_run):
+    trainer = make(tmp_path, "bt+ft", pretrained_run)
+    saved = yaml.safe_load(trainer.run.config_path.read_text())["provenance"]["pretrained"]
+    latest = RunDir(pretrained_run).latest_checkpoint()
+    marker = json.loads((latest / "COMPLETE").read_text())
+    assert saved["sha256"] == marker["sha256"] and saved["objective"] == "count"
+    assert saved["step"] == 1_200 and saved["env_id"] == ENV and saved["checkpoint"] == str(latest.resolve())
+    # the recorded config still loads as a config (provenance is a record, not a key)
+    assert from_dict(yaml.safe_load(trainer.run.config_path.read_text())).mode == "bt+ft"
+    # if the pre-trained run continues (a newer checkpoint), a resume still uses the pinned one
+    copy = tmp_path / "pt-copy"
+    shutil.copytree(pretrained_run, copy)
+    trainer2 = make(tmp_path, "bt", copy, name="pinned")
+    pinned = RunDir(copy).latest_checkpoint()
+    newer = pinned.parent / "step_000000009999"
+    shutil.copytree(pinned, newer)
+    again = Trainer(trainer2.cfg, trainer2.run, progress=False)
+    assert again.pretrained.checkpoint == pinned.resolve()
+    # a pinned checkpoint whose content changed is refused, not substituted
+    state = torch.load(pinned / "state.pt", weights_only=False)
+    state["step"] = 1
+    torch.save(state, pinned / "state.pt")
+    with pytest.raises(Exception, match="corrupt|changed"):
+        Trainer(trainer2.cfg, trainer2.run, progress=False)
+
+
+def test_mode_and_pretrained_must_agree():
+    with pytest.raises(ConfigError, match="needs a pre-trained run"):
+        build_config(BASE | {"mode": "bt"})
+    with pytest.raises(ConfigError, match="does not use a pre-trained run"):
+        build_config(BASE | {"mode": "scratch", "transfer.pretrained": "x"})
+    with pytest.raises(ConfigError, match="only apply to modes ft and bt\\+ft"):
+        build_config(BASE | {"mode": "bt", "transfer.pretrained": "x", "transfer.freeze": "torso"})
+
+
+def test_architecture_mismatch_is_refused_for_ft_only(tmp_path, pretrained_run):
+    with pytest.raises(PretrainedError, match="agent.hidden is 64 here but 256"):
+        make(tmp_path, "ft", pretrained_run, **{"agent.hidden": 64})
+    # BT keeps π_p's own network; the learner may differ
+    assert make(tmp_path, "bt", pretrained_run, **{"agent.hidden": 64}).pretrained_act is not None
+
+
+def one_error_line(proc):
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2, proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("btcli: error: "), proc.stderr
+    return lines[0]
+
+
+def test_mismatched_or_missing_pretrained_runs_are_refused(btcli, tmp_path, pretrained_run):
+    out = tmp_path / "t"
+    common = ["--steps", "400", "--out", str(out), "--set", "threads=1", "-q"]
+    # another observation shape (6x6 room)
+    line = one_error_line(btcli("transfer", "--mode", "bt", "--pretrained", str(pretrained_run),
+                                "--env", "MiniGrid-Empty-6x6-v0", *common))
+    assert "observations of shape (5, 5, 2)" in line and "(6, 6, 2)" in line
+    # same shapes, another task: refused unless allowed
+    line = one_error_line(btcli("transfer", "--mode", "ft", "--pretrained", str(pretrained_run),
+                                "--env", "MiniGrid-DoorKey-5x5-v0", *common))
+    assert "was trained on MiniGrid-Empty-5x5-v0" in line and "allow_other_env" in line
+    # missing run, a folder that is not a run, a run with no checkpoint yet
+    line = one_error_line(btcli("transfer", "--mode", "bt", "--pretrained", str(tmp_path / "nope"), "--env", ENV, *common))
+    assert "does not exist" in line
+    (tmp_path / "empty-run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "empty-run" / "config.yaml").write_text("seed: 0\n")
+    line = one_error_line(btcli("transfer", "--mode", "bt", "--pretrained", str(tmp_path / "empty-run"),
+                                "--env", ENV, *common))
+    assert "no complete checkpoint" in line
+    assert not out.exists()  # nothing was created by a refused transfer
+    ok = btcli("transfer", "--mode", "ft", "--pretrained", str(pretrained_run), "--env", "MiniGrid-DoorKey-5x5-v0",
+               "--set", "transfer.allow_other_env=true", *common)
+    assert ok.returncode == 0, ok.stderr
+    prov = yaml.safe_load((out / "config.yaml").read_text())["provenance"]["pretrained"]
+    assert prov["env_id"] == ENV
+
+
+def test_finetune_command_is_mode_ft_with_its_own_knobs(btcli, tmp_path, pretrained_run):
+    out = tmp_path / "ft"
+    proc = btcli("finetune", "--pretrained", str(pretrained_run), "--layers", "torso", "--freeze", "torso",
+                 "--lr", "0.001", "--env", ENV, "--steps", "800", "--out", str(out), "--set", "threads=1", "--json", "-q")
+    assert proc.returncode == 0, proc.stderr
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["command"] == "finetune" and cfg["mode"] == "ft" and cfg["agent"]["lr"] == 0.001
+    assert cfg["transfer"]["ft_layers"] == "torso" and cfg["transfer"]["freeze"] == "torso"
+    summary = json.loads(proc.stdout)
+    assert summary["pretrained"]["sha256"] == cfg["provenance"]["pretrained"]["sha256"]
