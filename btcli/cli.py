@@ -322,6 +322,9 @@ def keys() -> None:
         print(f"{key:28s} {help_text(key)}")
 
 
+from btcli.cli_analysis import register as _register_analysis  # noqa: E402
+
+_register_analysis(app)
 
 
 def main() -> None:

@@ -303,3 +303,31 @@ def test_minigrid_render_rgb():
     env.reset()
     frame = env.render_rgb()
     assert frame.shape == (5 * 16, 5 * 16, 3) and frame.dtype == np.uint8 and frame.any()
+
+
+def test_minigrid_visited_marks_follow_the_episode():
+    cfg = EnvConfig(id="MiniGrid-FourRooms-v0", num_envs=2, max_episode_steps=30, visited=True)
+    env = make_vec_env(cfg, seed=3)
+    plain = make_vec_env(EnvConfig(id="MiniGrid-FourRooms-v0", num_envs=2, max_episode_steps=30), seed=3)
+    env.reset()
+    plain.reset()
+    cells = [{int(c)} for c in env.last_probes()["cell"]]
+
+    def marked(o):
+        ys, xs = np.nonzero(o[:, :, 1] & 4)
+        return {int(y) * 19 + int(x) for y, x in zip(ys, xs)}
+
+    rng = np.random.default_rng(0)
+    for t in range(30):
+        a = rng.choice([0, 1, 2, 2, 2], size=2)
+        s, p = env.step(a), plain.step(a)
+        # the marks are the only difference from the plain encoding
+        np.testing.assert_array_equal(s.obs[..., 0], p.obs[..., 0])
+        np.testing.assert_array_equal(s.obs[..., 1] & 3, p.obs[..., 1])
+        for i in range(2):
+            cells[i].add(int(s.probes["cell"][i]))
+            assert marked(s.final_obs[i]) == cells[i]  # every cell stood on this episode, no other
+            if s.terminated[i] or s.truncated[i]:  # a new episode starts with one marked cell
+                cells[i] = {int(env.last_probes()["cell"][i])}
+                assert marked(s.obs[i]) == cells[i] and len(cells[i]) == 1
+    assert s.truncated.any()  # step 30 is the limit

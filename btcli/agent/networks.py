@@ -9,9 +9,10 @@ import torch
 from torch import nn
 
 # MiniGrid's compact encoding: channel 0 holds object types (minigrid's OBJECT_TO_IDX has 11),
-# channel 1 holds door states (0..2) or the agent's direction (0..3).
+# channel 1 holds door states (0..2) or the agent's direction (0..3), plus 4 on visited cells
+# when the env marks them (env.visited).
 GRID_OBJECT_TYPES = 11
-GRID_STATES = 4
+GRID_STATES = 8
 
 
 class NatureCNN(nn.Module):

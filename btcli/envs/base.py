@@ -112,3 +112,5 @@ class EnvConfig:
     noop_max: int = _f(0, "Atari: up to this many no-op actions at reset (0: none, as ALE v5)")
     atari_backend: str = _f("vector", "Atari: 'vector' (ale_py.AtariVectorEnv, C++ threads) or 'gym' (gymnasium envs, RAM probes)")
     max_episode_steps: int = _f(0, "MiniGrid: step limit per episode (0: the task's own limit)")
+    visited: bool = _f(False, "MiniGrid: mark the cells visited this episode in the observation (state + 4), so "
+                       "episodic novelty is a function of the observation")

@@ -14,6 +14,11 @@ Crossing, LavaGap, Dynamic-Obstacles, ...) stay fully observable. Tasks whose go
 colour or by the mission text (Fetch, GoToObject, GoToDoor, PutNear, RedBlueDoors) are not.
 ``frame_stack`` is always 1 (``obs_shape = (H, W, 2)``), whatever ``cfg.frame_stack`` says.
 
+With ``cfg.visited`` channel 1 also carries a mark, +4, on every cell the agent has stood on
+in the current episode (its current cell included). A feed-forward Q-network then sees which
+cells an episode has covered, so an episodic-novelty reward is a function of the observation
+and its greedy policy can learn to cover rather than to oscillate.
+
 Speed: the full grid is encoded once per reset; after each step only the cells that can have
 changed are re-encoded: the agent's old and new cells, the cell in front of it (toggled doors,
 boxes) and every cell written through ``grid.set`` during the step (pickup, drop, moving
@@ -39,6 +44,7 @@ from .base import EnvConfig, SequentialVecEnv, Step
 
 AGENT_IDX = 10
 EMPTY_IDX = 1
+VISITED_MARK = 4  # added to channel 1 of visited cells with cfg.visited
 
 
 def _cell_code(v) -> tuple[int, int]:
@@ -99,6 +105,8 @@ class MiniGridVecEnv(SequentialVecEnv):
         self._cell = np.zeros(self.num_envs, dtype=np.int64)
         self._grids: list = [None] * self.num_envs
         self._dirty: list[list[tuple[int, int]]] = [[] for _ in range(self.num_envs)]
+        self.marks_visited = bool(cfg.visited)
+        self._visited = np.zeros((self.num_envs, self.height, self.width), dtype=np.uint8)
 
     # -- one copy ------------------------------------------------------------------------
     def _watch_grid(self, i: int) -> None:
@@ -122,10 +130,18 @@ class MiniGridVecEnv(SequentialVecEnv):
         self._watch_grid(i)
         x, y = env.agent_pos
         self._cell[i] = y * self.width + x
+        self._visited[i] = 0
+        self._visited[i, y, x] = VISITED_MARK
 
     # -- VecEnv ----------------------------------------------------------------------------
     def _current_obs(self) -> np.ndarray:
-        return self._obs
+        return self._marked(self._obs.copy())
+
+    def _marked(self, obs: np.ndarray, copy: int | None = None) -> np.ndarray:
+        """``obs`` (of all copies, or of one copy) with the visited marks, when they are on."""
+        if self.marks_visited:
+            obs[..., 1] |= self._visited if copy is None else self._visited[copy]
+        return obs
 
     def step(self, actions: np.ndarray) -> Step:
         self._require_started()
@@ -171,6 +187,7 @@ class MiniGridVecEnv(SequentialVecEnv):
                 if not np.array_equal(obs, expected):
                     raise AssertionError(f"incremental MiniGrid encoding diverged in copy {i} at step {env.step_count}")
             step_cell[i] = y1 * width + x1
+            self._visited[i, y1, x1] = VISITED_MARK
             reward[i] = r
             if not term and self._limit is not None and env.step_count >= self._limit:
                 trunc = True
@@ -181,10 +198,11 @@ class MiniGridVecEnv(SequentialVecEnv):
                     final_obs = obs_all.copy()
                 else:
                     final_obs[i] = obs
+                self._marked(final_obs[i], i)
                 self._reset_one(i, None)
             else:
                 self._cell[i] = step_cell[i]
-        obs_out = obs_all.copy()
+        obs_out = self._marked(obs_all.copy())
         if final_obs is None:
             final_obs = obs_out
         else:

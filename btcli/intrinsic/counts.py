@@ -39,3 +39,34 @@ class CountBonus:
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.counts = dict(zip(state["keys"].tolist(), state["counts"].tolist()))
+
+
+class EpisodicCountBonus:
+    """Visit counts per environment copy within its current episode: 1/sqrt(n_episode(s)).
+
+    ``start`` begins a copy's episode with its first cell counted once, so stepping back onto
+    it earns 1/sqrt(2). Nothing is saved in checkpoints: a resumed run starts new episodes.
+    """
+
+    def __init__(self, num_envs: int) -> None:
+        self.counts: list[dict[int, int]] = [{} for _ in range(num_envs)]
+
+    def started(self, env_index: int) -> bool:
+        return bool(self.counts[env_index])
+
+    def start(self, env_index: int, key: int) -> None:
+        """Begin copy ``env_index``'s episode in cell ``key``."""
+        self.counts[env_index] = {int(key): 1}
+
+    def end(self, env_index: int) -> None:
+        """Forget copy ``env_index``'s episode (the next ``start`` begins a new one)."""
+        self.counts[env_index] = {}
+
+    def reward(self, keys: np.ndarray) -> np.ndarray:
+        """1/sqrt(n) per copy [num_envs] (float64) for entering cell ``keys[i]``, after counting it."""
+        out = np.empty(len(self.counts), dtype=np.float64)
+        for i, key in enumerate(np.asarray(keys).reshape(-1).tolist()):
+            seen = self.counts[i]
+            n = seen[key] = seen.get(key, 0) + 1
+            out[i] = 1.0 / np.sqrt(n)
+        return out

@@ -1,0 +1,141 @@
+"""The `compare` and `sweep` commands (registered on the main Typer app by :func:`register`)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import typer
+
+from btcli.errors import BtcliError, Interrupted
+
+
+def compare(
+    runs: list[str] = typer.Argument(..., metavar="RUN_OR_GLOB...",
+                                     help="run directories, folders of runs, or quoted globs such as 'runs/*'"),
+    by: str = typer.Option("mode", help="config key whose value makes the groups: mode, intrinsic.objective, agent.lr, ..."),
+    metric: str = typer.Option("final", help="final (mean of the last 100 training episodes) | auc | eval (last evaluation)"),
+    out_dir: Path = typer.Option(Path("compare"), "--out", help="folder for the CSV, markdown and PNG files"),
+    json_out: bool = typer.Option(False, "--json", help="print the result as JSON on stdout"),
+    allow_mixed: bool = typer.Option(False, "--allow-mixed", help="allow different step budgets within a task"),
+    allow_unfinished: bool = typer.Option(False, "--allow-unfinished", help="include runs without summary.json"),
+    reps: int = typer.Option(2000, help="bootstrap resamples of every confidence interval"),
+) -> None:
+    """Compare groups of runs across tasks: IQM, median, mean, optimality gap, P(improvement), profiles."""
+    from btcli.cli import _fail, err, out
+
+    try:
+        from btcli.compare import compare_runs, headline, render_tables, to_json, write_outputs
+
+        result = compare_runs(runs, by=by, metric=metric, allow_unfinished=allow_unfinished,
+                              allow_mixed=allow_mixed, reps=reps)
+        try:
+            files = write_outputs(result, out_dir)
+        except OSError as e:
+            raise BtcliError(f"cannot write the comparison into '{out_dir}': {e.strerror or e}") from None
+        if json_out:
+            err.print(headline(result))
+            print(json.dumps(to_json(result, files), indent=2, allow_nan=False))
+            return
+        out.print(headline(result))
+        for table in render_tables(result):
+            out.print(table)
+        for note in result.notes:
+            out.print(f"note: {note}")
+        out.print(f"wrote {', '.join(p.name for p in files.values())} in {out_dir}")
+    except BtcliError as e:
+        _fail(e)
+
+
+def sweep(
+    grid: Path = typer.Argument(..., metavar="GRID.yaml", help="sweep file: out root and stages of grids"),
+    backend: str = typer.Option("local", help="local (subprocesses on this machine) | ray (one Ray task per run)"),
+    jobs: int | None = typer.Option(None, help="runs at once (local default: one per 2 CPU cores; ray: no limit)"),
+    address: str | None = typer.Option(None, help="Ray cluster address (default: start a local Ray instance)"),
+    out_root: Path | None = typer.Option(None, "--out", help="root folder of the runs (overrides the file's 'out')"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the commands and what would run; run nothing"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no line per finished run"),
+) -> None:
+    """Expand a grid of runs (stages in order) and run what is missing; rerun it to finish a killed sweep."""
+    from btcli.cli import _fail, err, out
+
+    try:
+        from btcli.sweep import expand, load_sweep
+        from btcli.sweep_exec import BACKENDS, plan, run_sweep
+
+        if backend not in BACKENDS:
+            raise BtcliError(f"unknown --backend '{backend}'; choose one of: {', '.join(BACKENDS)}")
+        if jobs is not None and jobs < 1:
+            raise BtcliError(f"--jobs must be at least 1, got {jobs}")
+        spec = load_sweep(grid, out=out_root)
+        job_list = expand(spec)
+        stages = list(dict.fromkeys(j.stage for j in job_list))
+        if dry_run:
+            for job, action, task in plan(job_list, backend=backend, jobs=jobs):
+                line = f"# {job.stage}/{job.name}: {action}"
+                out.print(line if task is None else f"{line}\n{shlex.join(task.argv)}", soft_wrap=True, markup=False)
+            out.print(f"{len(job_list)} runs in {len(stages)} stage(s); nothing was run (--dry-run)")
+            return
+        err.print(f"sweep: {len(job_list)} runs in {len(stages)} stage(s) under {spec.out}, backend {backend}")
+        counter = iter(range(1, len(job_list) + 1))
+
+        def report(o) -> None:
+            if not quiet:
+                took = f" in {o.seconds:.1f} s" if o.seconds is not None else ""
+                extra = f" ({o.note})" if o.note and o.status != "skipped" else ""
+                resumed = " (resumed)" if o.resumed and o.status == "done" else ""
+                err.print(f"[{next(counter)}/{len(job_list)}] {o.status}{resumed} {o.job.name}{took}{extra}",
+                          markup=False)
+
+        outcomes, interrupted = run_sweep(job_list, backend=backend, jobs=jobs, address=address, report=report)
+        out.print(_table(outcomes))
+        _finish(outcomes, interrupted)
+    except BtcliError as e:
+        _fail(e)
+
+
+def _table(outcomes):
+    from rich.table import Table
+
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        counts[o.status] = counts.get(o.status, 0) + 1
+    title = f"{len(outcomes)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+    table = Table(title=title, header_style="bold")
+    for col in ("stage", "run", "status", "seconds", "log / note"):
+        table.add_column(col, no_wrap=col == "run")
+    for o in outcomes:
+        status = o.status + (" (resumed)" if o.resumed and o.status == "done" else "")
+        colour = {"done": "green", "skipped": "dim", "failed": "red", "blocked": "yellow"}.get(o.status, "yellow")
+        where = str(o.job.log) if o.seconds is not None else o.note  # a log exists once a run has started
+        if o.status == "failed":
+            where = f"{o.note}; {o.job.log}"
+        table.add_row(o.job.stage, o.job.name, f"[{colour}]{status}[/{colour}]",
+                      "" if o.seconds is None else f"{o.seconds:.1f}", where)
+    return table
+
+
+def _finish(outcomes, interrupted: bool) -> None:
+    """Exit status of a sweep: failures and interruptions are one line and a non-zero code."""
+    failed = [o for o in outcomes if o.status == "failed"]
+    blocked = [o for o in outcomes if o.status == "blocked"]
+    if failed:
+        shown = ", ".join(f"{o.job.name} ({o.note}; log {o.job.log})" for o in failed[:5])
+        more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
+        also = f"; {len(blocked)} run(s) that need them were not started" if blocked else ""
+        raise BtcliError(f"{len(failed)} of {len(outcomes)} runs failed: {shown}{more}{also}; fix the cause and run "
+                         "the sweep again (finished runs are skipped)")
+    if interrupted:
+        stopped = [o for o in outcomes if o.status == "interrupted"]
+        raise Interrupted(f"sweep interrupted: {len(stopped)} run(s) not finished (started ones saved a "
+                          "checkpoint); run the same command again to finish only those")
+    if blocked:
+        raise BtcliError(f"{len(blocked)} run(s) were not started because a run they need is unfinished: "
+                         f"{blocked[0].job.name} ({blocked[0].note})")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `compare` and `sweep` to the btcli app."""
+    app.command()(compare)
+    app.command()(sweep)

@@ -1,0 +1,146 @@
+"""The PNGs of `btcli compare`: learning curves, interval estimates, performance profiles.
+
+Figures are drawn on matplotlib's Agg canvas directly (no global backend is touched) and
+written atomically. Each group keeps one colour across the three figures.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from btcli.analysis import RunData, _episodes
+from btcli.compare import AGGREGATE_TITLES, AGGREGATES, Comparison
+
+CURVE_BINS = 40
+CURVE_REPS = 1000
+
+
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=150, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, format="png", dpi=150)
+    os.replace(tmp, path)
+    return path
+
+
+def _colours(c: Comparison) -> dict[str, str]:
+    return {g: f"C{i % 10}" for i, g in enumerate(c.groups)}
+
+
+def binned_returns(run: RunData, upper: float, bins: int = CURVE_BINS) -> np.ndarray:
+    """Mean training return per equal step bin of ``[0, upper]``; NaN where a bin has no episode."""
+    ep = _episodes(run)
+    out = np.full(bins, np.nan)
+    if ep.empty or upper <= 0:
+        return out
+    steps = ep["step"].to_numpy(dtype=float)
+    idx = np.clip(np.floor(steps * bins / upper).astype(np.int64), 0, bins - 1)
+    sums = np.bincount(idx, weights=ep["return"].to_numpy(dtype=float), minlength=bins)
+    counts = np.bincount(idx, minlength=bins)
+    filled = counts > 0
+    out[filled] = sums[filled] / counts[filled]
+    return out
+
+
+def curve_band(curves: np.ndarray, level: float, reps: int = CURVE_REPS, seed: int = 0):
+    """Mean over runs (rows) per bin and its percentile-bootstrap band, runs resampled; NaN-aware."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN bins stay NaN
+        mean = np.nanmean(curves, axis=0)
+        if curves.shape[0] < 2:
+            return mean, mean, mean
+        rng = np.random.default_rng(seed)
+        idx = rng.integers(0, curves.shape[0], size=(reps, curves.shape[0]))
+        boots = np.nanmean(curves[idx], axis=1)
+        alpha = 100 * (1 - level) / 2
+        lo, hi = np.nanpercentile(boots, [alpha, 100 - alpha], axis=0)
+    return mean, lo, hi
+
+
+def _x_range(runs: list[RunData], budgets: list[int | None]) -> float:
+    """The step budget of a task's runs (the largest), else the last logged episode step."""
+    known = [b for b in budgets if b]
+    if known:
+        return float(max(known))
+    last = [float(_episodes(r)["step"].max()) for r in runs if not _episodes(r).empty]
+    return max(last, default=0.0)
+
+
+def plot_learning_curves(c: Comparison, path: Path) -> Path:
+    """One panel per task: each group's mean training return (raw) against steps, with a 95% band."""
+    n = len(c.tasks)
+    cols = min(3, n)
+    rows = math.ceil(n / cols)
+    fig = _figure(4.6 * cols, 3.4 * rows)
+    colours = _colours(c)
+    for k, task in enumerate(c.tasks):
+        ax = fig.add_subplot(rows, cols, k + 1)
+        runs = [s for s in c.scores if s.task == task]
+        upper = _x_range([c.runs[s.path] for s in runs], [s.budget for s in runs])
+        centres = (np.arange(CURVE_BINS) + 0.5) * upper / CURVE_BINS
+        for g in c.groups:
+            members = [s for s in runs if s.group == g]
+            if not members:
+                continue
+            curves = np.stack([binned_returns(c.runs[s.path], upper) for s in members])
+            mean, lo, hi = curve_band(curves, c.level)
+            ok = np.isfinite(mean)
+            ax.plot(centres[ok], mean[ok], color=colours[g], lw=1.6, label=f"{g} ({len(members)})")
+            ax.fill_between(centres[ok], lo[ok], hi[ok], color=colours[g], alpha=0.2, lw=0)
+        ax.set_title(task, fontsize=10)
+        ax.set_xlabel("environment steps", fontsize=9)
+        ax.set_ylabel("training return (raw)", fontsize=9)
+        ax.tick_params(labelsize=8)
+        ax.grid(True, alpha=0.3)
+        if k == 0:
+            ax.legend(fontsize=8, frameon=False, title=c.by, title_fontsize=8)
+    return _save(fig, path)
+
+
+def plot_intervals(c: Comparison, path: Path) -> Path:
+    """One panel per aggregate; each group a bar spanning its CI with a tick at the point estimate."""
+    fig = _figure(3.0 * len(AGGREGATES), 0.9 + 0.45 * len(c.groups))
+    colours = _colours(c)
+    axes = fig.subplots(1, len(AGGREGATES), sharey=True)
+    for ax, name in zip(np.atleast_1d(axes), AGGREGATES):
+        for y, r in enumerate(c.results):
+            iv = r.aggregates[name]
+            ax.barh(y, iv.hi - iv.lo, left=iv.lo, height=0.6, color=colours[r.name], alpha=0.75)
+            ax.vlines(iv.point, y - 0.3, y + 0.3, color="k", lw=1.5)
+        ax.set_yticks(range(len(c.results)), [r.name for r in c.results], fontsize=9)
+        ax.set_title(AGGREGATE_TITLES[name], fontsize=10)
+        ax.set_xlabel(c.scale_label, fontsize=8)
+        ax.tick_params(labelsize=8)
+        ax.grid(True, axis="x", alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_profiles(c: Comparison, path: Path) -> Path:
+    """Performance profiles: fraction of (run, task) scores above tau, with the bootstrap band."""
+    fig = _figure(5.2, 3.8)
+    ax = fig.add_subplot()
+    colours = _colours(c)
+    for g, p in c.profiles.items():
+        ax.plot(c.taus, p.point, color=colours[g], lw=1.6, label=g)
+        ax.fill_between(c.taus, p.lo, p.hi, color=colours[g], alpha=0.2, lw=0)
+    ax.set_xlabel(f"{c.scale_label} (tau)", fontsize=9)
+    ax.set_ylabel("fraction of runs with score > tau", fontsize=9)
+    ax.set_ylim(-0.02, 1.02)
+    ax.tick_params(labelsize=8)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, frameon=False, title=c.by, title_fontsize=8)
+    return _save(fig, path)

@@ -1,0 +1,329 @@
+"""Running a sweep's jobs: local subprocesses or Ray tasks, idempotently.
+
+Each job is ``python -m btcli <command> ... --out RUN --quiet`` with its output appended to
+``<out>/logs/<name>.log``. Before a stage starts, every job is classified from its directory:
+``summary.json`` present means complete (skipped), ``config.yaml`` present means unfinished
+(started again with ``--resume``), anything else is started afresh. So a sweep that was killed
+and started again only runs what is missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from btcli.sweep import Job, SweepError
+
+BACKENDS = ("local", "ray")
+POLL_S = 0.2
+
+# statuses of a job after the sweep
+DONE, SKIPPED, FAILED, BLOCKED, INTERRUPTED, PLANNED = "done", "skipped", "failed", "blocked", "interrupted", "planned"
+
+
+@dataclass
+class Task:
+    """A job ready to run: the exact command line and whether it resumes."""
+
+    job: Job
+    argv: list[str]
+    resume: bool
+
+
+@dataclass
+class Outcome:
+    """What happened to one job."""
+
+    job: Job
+    status: str
+    resumed: bool = False
+    seconds: float | None = None
+    returncode: int | None = None
+    note: str = ""
+
+
+def default_jobs() -> int:
+    """Parallel local jobs: one per two CPU cores (at least one)."""
+    return max(1, _cpus() // 2)
+
+
+def _cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def threads_per_job(backend: str, jobs: int) -> int:
+    """Torch threads each job gets: the cores shared out between local jobs; 1 per Ray task."""
+    return max(1, _cpus() // max(1, jobs)) if backend == "local" else 1
+
+
+def _saved_threads(run_dir: Path) -> int | None:
+    """The ``threads`` a run was started with: a resume must pass the same value."""
+    try:
+        value = yaml.safe_load((run_dir / "config.yaml").read_text()).get("threads")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+    return value if isinstance(value, int) else None
+
+
+def _clear_empty(run_dir: Path) -> None:
+    """Remove a run directory holding nothing but empty folders (a start killed before config.yaml)."""
+    if not run_dir.is_dir() or (run_dir / "config.yaml").exists():
+        return
+    if any(p.is_file() or p.is_symlink() for p in run_dir.rglob("*")):
+        return
+    for d in sorted((p for p in run_dir.rglob("*")), key=lambda p: len(p.parts), reverse=True):
+        d.rmdir()
+    run_dir.rmdir()
+
+
+def make_task(job: Job, threads: int) -> Task:
+    """The command line of a job given the state of its directory (start or ``--resume``)."""
+    resume = (job.run_dir / "config.yaml").exists()
+    argv = [sys.executable, "-m", "btcli", job.command, *job.args]
+    if not job.sets_threads:
+        argv += ["--set", f"threads={(_saved_threads(job.run_dir) or threads) if resume else threads}"]
+    argv += ["--out", str(job.run_dir), "--quiet"] + (["--resume"] if resume else [])
+    return Task(job, argv, resume)
+
+
+def is_complete(job: Job) -> bool:
+    return (job.run_dir / "summary.json").exists()
+
+
+def _open_log(task: Task):
+    task.job.log.parent.mkdir(parents=True, exist_ok=True)
+    log = open(task.job.log, "a", encoding="utf-8")
+    stamp = dt.datetime.now().isoformat(timespec="seconds")
+    log.write(f"# {stamp} {shlex.join(task.argv)}\n")
+    log.flush()
+    return log
+
+
+def _child_env() -> dict[str, str]:
+    # The children import btcli the way this process did (an uninstalled checkout included).
+    root = str(Path(__file__).resolve().parent.parent)
+    env = dict(os.environ)
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join([root, *(p for p in paths if p != root)])
+    return env
+
+
+# ----------------------------------------------------------------------------- local backend
+
+
+@contextlib.contextmanager
+def _forward_signals(forward: Callable[[int], None]) -> Iterator[list[int]]:
+    """While inside, SIGINT/SIGTERM are recorded and passed on to the running jobs."""
+    received: list[int] = []
+
+    def handler(signum, _frame):
+        received.append(signum)
+        forward(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def run_local(tasks: list[Task], jobs: int, report: Callable[[Outcome], None]) -> tuple[list[Outcome], bool]:
+    """Run ``tasks`` as up to ``jobs`` parallel subprocesses; returns (outcomes, interrupted).
+
+    On SIGINT/SIGTERM no new job starts and the signal is passed to the running jobs, which
+    save a checkpoint and exit; their runs are resumed by the next sweep.
+    """
+    pending = list(tasks)
+    running: dict[subprocess.Popen, tuple[Task, float, object]] = {}
+    outcomes: list[Outcome] = []
+
+    def forward(signum: int) -> None:
+        for proc in running:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signum)
+
+    with _forward_signals(forward) as signals:
+        while running or (pending and not signals):
+            while pending and len(running) < jobs and not signals:
+                task = pending.pop(0)
+                log = _open_log(task)
+                # A session of its own: a terminal's Ctrl-C reaches the sweep, which forwards it once.
+                proc = subprocess.Popen(task.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        env=_child_env(), start_new_session=True)
+                running[proc] = (task, time.monotonic(), log)
+            time.sleep(POLL_S)
+            for proc in [p for p in running if p.poll() is not None]:
+                task, start, log = running.pop(proc)
+                log.close()
+                outcome = _finished(task, proc.returncode, time.monotonic() - start, bool(signals))
+                outcomes.append(outcome)
+                report(outcome)
+    outcomes += [Outcome(t.job, INTERRUPTED, t.resume, note="not started") for t in pending]
+    return outcomes, bool(signals)
+
+
+def _finished(task: Task, rc: int, seconds: float, stopping: bool) -> Outcome:
+    if rc == 0 and is_complete(task.job):
+        return Outcome(task.job, DONE, task.resume, seconds, rc)
+    if stopping and rc in (130, -signal.SIGINT, -signal.SIGTERM):
+        return Outcome(task.job, INTERRUPTED, task.resume, seconds, rc, "stopped; resumed by the next sweep")
+    note = f"exit code {rc}" if rc != 0 else "exited 0 without writing summary.json"
+    return Outcome(task.job, FAILED, task.resume, seconds, rc, note)
+
+
+# ----------------------------------------------------------------------------- ray backend
+
+
+def _ray_job(argv: list[str], log_path: str, env: dict[str, str]) -> tuple[int, float]:
+    """Body of a Ray task: the same subprocess as the local backend; (exit code, seconds)."""
+    start = time.monotonic()
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a", encoding="utf-8") as log:
+        log.write(f"# {dt.datetime.now().isoformat(timespec='seconds')} (ray) {shlex.join(argv)}\n")
+        log.flush()
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=dict(os.environ) | env)
+        try:
+            rc = proc.wait()
+        except KeyboardInterrupt:  # ray.cancel(): let the run save a checkpoint
+            proc.send_signal(signal.SIGTERM)
+            rc = proc.wait()
+    return rc, time.monotonic() - start
+
+
+def connect_ray(address: str | None):
+    """Import Ray and connect (``address``) or start a local instance, unless this process already
+    did; returns (ray module, whether this call connected). SweepError when impossible."""
+    try:
+        import ray
+    except ImportError:
+        raise SweepError("--backend ray needs Ray: pip install 'ray>=2.9' (or the btcli extra: pip install "
+                         "'btcli[ray]')") from None
+    if ray.is_initialized():
+        return ray, False
+    import logging
+
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+                 configure_logging=True)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        where = f"at '{address}'" if address else "locally"
+        raise SweepError(f"cannot start or reach Ray {where}: {' '.join(str(e).split())[:200]}") from None
+    return ray, True
+
+
+def run_ray(tasks: list[Task], address: str | None, threads: int, jobs: int | None,
+            report: Callable[[Outcome], None]) -> tuple[list[Outcome], bool]:
+    """Submit each task as a Ray task requesting ``threads`` CPUs (at most ``jobs`` in flight)."""
+    ray, _ = connect_ray(address)
+    remote = ray.remote(num_cpus=threads, max_retries=0)(_ray_job)
+    env = {"PYTHONPATH": _child_env()["PYTHONPATH"]}
+    pending = list(tasks)
+    flying: dict[object, Task] = {}
+    outcomes: list[Outcome] = []
+    limit = jobs or len(tasks) or 1
+
+    def forward(_signum: int) -> None:
+        for ref in flying:
+            with contextlib.suppress(Exception):
+                ray.cancel(ref)
+
+    with _forward_signals(forward) as signals:
+        while flying or (pending and not signals):
+            while pending and len(flying) < limit and not signals:
+                task = pending.pop(0)
+                flying[remote.remote(task.argv, str(task.job.log), env)] = task
+            ready, _ = ray.wait(list(flying), num_returns=1, timeout=1.0)
+            for ref in ready:
+                task = flying.pop(ref)
+                try:
+                    rc, seconds = ray.get(ref)
+                except Exception as e:  # a cancelled or crashed task
+                    rc, seconds = (130 if signals else 1), None
+                    if not signals:
+                        task.job.log.parent.mkdir(parents=True, exist_ok=True)
+                        with open(task.job.log, "a", encoding="utf-8") as log:
+                            log.write(f"# ray task failed: {' '.join(str(e).split())[:500]}\n")
+                outcome = _finished(task, rc, seconds, bool(signals))
+                outcomes.append(outcome)
+                report(outcome)
+    outcomes += [Outcome(t.job, INTERRUPTED, t.resume, note="not started") for t in pending]
+    return outcomes, bool(signals)
+
+
+# ----------------------------------------------------------------------------- stages
+
+
+def run_sweep(jobs_list: list[Job], *, backend: str = "local", jobs: int | None = None, address: str | None = None,
+              report: Callable[[Outcome], None] = lambda o: None) -> tuple[list[Outcome], bool]:
+    """Run every job, stage after stage; returns (outcomes in job order, interrupted).
+
+    Complete runs are skipped; a job whose arguments name the run directory of an earlier
+    job that did not complete is blocked.
+    """
+    if backend not in BACKENDS:
+        raise SweepError(f"unknown --backend '{backend}'; choose one of: {', '.join(BACKENDS)}")
+    ray, started_ray = connect_ray(address) if backend == "ray" else (None, False)  # fail before anything runs
+    try:
+        return _run_stages(jobs_list, backend, jobs, address, report)
+    finally:
+        if started_ray:
+            ray.shutdown()
+
+
+def _run_stages(jobs_list: list[Job], backend: str, jobs: int | None, address: str | None,
+                report: Callable[[Outcome], None]) -> tuple[list[Outcome], bool]:
+    n_jobs = jobs if jobs is not None else (default_jobs() if backend == "local" else None)
+    threads = threads_per_job(backend, n_jobs or 1)
+    results: dict[str, Outcome] = {}
+    stages = list(dict.fromkeys(j.stage for j in jobs_list))
+    interrupted = False
+    for stage in stages:
+        todo: list[Task] = []
+        for job in (j for j in jobs_list if j.stage == stage):
+            if interrupted:
+                results[job.name] = Outcome(job, INTERRUPTED, note="not started")
+            elif is_complete(job):
+                results[job.name] = Outcome(job, SKIPPED, note="complete")
+                report(results[job.name])
+            elif any(not (need / "summary.json").exists() for need in job.needs):
+                missing = next(n for n in job.needs if not (n / "summary.json").exists())
+                results[job.name] = Outcome(job, BLOCKED, note=f"needs the unfinished run {missing}")
+                report(results[job.name])
+            else:
+                _clear_empty(job.run_dir)
+                todo.append(make_task(job, threads))
+        if interrupted or not todo:
+            continue
+        if backend == "local":
+            outcomes, interrupted = run_local(todo, n_jobs or 1, report)
+        else:
+            outcomes, interrupted = run_ray(todo, address, threads, n_jobs, report)
+        results |= {o.job.name: o for o in outcomes}
+    return [results[j.name] for j in jobs_list], interrupted
+
+
+def plan(jobs_list: list[Job], *, backend: str = "local", jobs: int | None = None) -> list[tuple[Job, str, Task | None]]:
+    """What a sweep would do, without running anything: (job, action, task) per job."""
+    n_jobs = jobs if jobs is not None else (default_jobs() if backend == "local" else None)
+    threads = threads_per_job(backend, n_jobs or 1)
+    out = []
+    for job in jobs_list:
+        if is_complete(job):
+            out.append((job, "skip (complete)", None))
+        else:
+            task = make_task(job, threads)
+            out.append((job, "resume" if task.resume else "start", task))
+    return out

@@ -1,0 +1,270 @@
+"""btcli sweep: grid expansion (unit), then small real sweeps (local, resume, interrupt, Ray)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import REPO
+
+from btcli.sweep import SweepError, expand, fill, load_sweep, parse_sweep
+from btcli.sweep_exec import make_task, run_sweep
+
+EMPTY = "MiniGrid-Empty-5x5-v0"
+DOORKEY = "MiniGrid-DoorKey-5x5-v0"
+TINY = {"steps": 800, "eval_episodes": 2, "threads": 1}
+
+
+def jobs_of(data: dict, out="root"):
+    return expand(parse_sweep(data, out=Path(out)))
+
+
+PAPER = {
+    "out": "runs/paper",
+    "stages": [
+        {"name": "pretrain", "command": "pretrain", "grid": {"env": [EMPTY, DOORKEY], "seed": [0, 1]},
+         "args": {"objective": "count", "steps": 2000}},
+        {"name": "transfer", "command": "transfer",
+         "grid": {"env": [EMPTY, DOORKEY], "seed": [0, 1], "mode": ["ft", "bt"]},
+         "args": {"steps": 2000, "pretrained": "{run:pretrain}", "num-envs": 2},
+         "set": {"agent.lr": [1.0e-4, 5.0e-4], "explore.eps_end": 0.05}},
+    ],
+}
+
+
+# ----------------------------------------------------------------------------- expansion
+
+
+def test_crossing_order_names_and_arguments():
+    jobs = jobs_of(PAPER, out="runs/paper")
+    pre, tr = jobs[:4], jobs[4:]
+    assert [j.stage for j in jobs] == ["pretrain"] * 4 + ["transfer"] * 16  # stage order kept
+    assert [j.name for j in pre] == [f"pretrain-{e}-s{s}" for e in (EMPTY, DOORKEY) for s in (0, 1)]
+    # first key slowest; list-valued set keys are crossed and named, scalars are not
+    assert tr[0].name == f"transfer-{EMPTY}-s0-ft-lr0.0001"
+    assert tr[1].name == f"transfer-{EMPTY}-s0-ft-lr0.0005"
+    assert tr[2].name == f"transfer-{EMPTY}-s0-bt-lr0.0001"
+    assert tr[-1].name == f"transfer-{DOORKEY}-s1-bt-lr0.0005"
+    assert len({j.name for j in jobs}) == 20 and all(j.run_dir == Path("runs/paper") / j.name for j in jobs)
+    a = tr[-1].args
+    assert a[a.index("--env") + 1] == DOORKEY and a[a.index("--seed") + 1] == "1" and a[a.index("--mode") + 1] == "bt"
+    assert a[a.index("--num-envs") + 1] == "2" and a[a.index("--steps") + 1] == "2000"
+    assert "agent.lr=0.0005" in a and "explore.eps_end=0.05" in a
+    # {run:pretrain}: the stage-1 run with the same env and seed, and it is a dependency
+    assert a[a.index("--pretrained") + 1] == str(Path("runs/paper") / f"pretrain-{DOORKEY}-s1")
+    assert tr[-1].needs == [Path("runs/paper") / f"pretrain-{DOORKEY}-s1"]
+    assert pre[0].args[:6] == ["--env", EMPTY, "--seed", "0", "--objective", "count"]
+
+
+def test_plain_templates_name_templates_and_braces():
+    data = {"stages": [
+        {"name": "pre", "command": "pretrain", "grid": {"env": [EMPTY], "seed": [3]}, "args": {"objective": "rnd"}},
+        {"name": "ft", "command": "transfer", "grid": {"seed": [3]}, "run": "ft-{seed}-x",
+         "args": {"env": EMPTY, "pretrained": "{out}/pre-{env}-s{seed}", "config": "{{literal}}-{stage}-{name}"}},
+    ]}
+    pre, ft = jobs_of(data, out="/tmp/o")
+    assert ft.name == "ft-3-x" and ft.run_dir == Path("/tmp/o/ft-3-x")
+    assert ft.args[ft.args.index("--pretrained") + 1] == f"/tmp/o/pre-{EMPTY}-s3"
+    assert ft.needs == [pre.run_dir]  # a plain template naming an earlier run is a dependency too
+    assert ft.args[ft.args.index("--config") + 1] == "{literal}-ft-ft-3-x"
+    assert fill("{a.b}/{{x}}", {"a.b": 1}, "here") == "1/{x}"
+
+
+@pytest.mark.parametrize("stage, message", [
+    ({"grid": {"learning_rate": [1]}}, "stage 'x': grid: unknown option or config key 'learning_rate'"),
+    ({"grid": {"seeds": [1]}}, "did you mean 'seed'"),
+    ({"set": {"agent.lr2": [1]}}, "stage 'x': set: unknown config key 'agent.lr2'; did you mean 'agent.lr'"),
+    ({"set": {"steps": 5, "mode": "bt"}, "grid": {"out": ["a"]}}, "'out' is set by the sweep itself"),
+    ({"args": {"seed": [1, 2]}}, "args.seed must be a single value (put lists in 'grid'"),
+    ({"args": {"steps": 5}, "grid": {"steps": [1]}}, "'steps' is given twice (grid and args)"),
+    ({"args": {"config": "{nope}"}}, "stage 'x': config: unknown template field '{nope}'"),
+    ({"args": {"config": "{run:x}"}}, "{run:x} must name an earlier stage (this is the first stage)"),
+    ({"command": "report"}, "'report' is not a btcli training command; choose one of:"),
+    ({"grids": {}}, "stage x: unknown key 'grids'; did you mean 'grid'?"),
+])
+def test_grid_errors(stage, message):
+    data = {"stages": [{"name": "x", "command": "transfer", **stage}]}
+    with pytest.raises(SweepError) as info:
+        jobs_of(data)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_ambiguous_run_reference_and_duplicate_names():
+    data = {"stages": [
+        {"name": "pre", "command": "pretrain", "grid": {"seed": [0]}, "args": {"objective": "count"},
+         "set": {"agent.lr": [1e-4, 5e-4]}},
+        {"name": "tr", "command": "transfer", "grid": {"seed": [0]}, "args": {"pretrained": "{run:pre}"}},
+    ]}
+    with pytest.raises(SweepError, match=r"\{run:pre\} matches 2 runs for seed=0; they differ in agent.lr"):
+        jobs_of(data)
+    dup = {"stages": [{"name": "a", "command": "transfer", "grid": {"seed": [0, 1]}, "run": "same"}]}
+    with pytest.raises(SweepError, match="would share the directory"):
+        jobs_of(dup)
+
+
+def test_make_task_resumes_with_the_saved_threads(tmp_path):
+    (job,) = jobs_of({"stages": [{"name": "a", "command": "transfer", "grid": {"seed": [0]}}]}, out=tmp_path)
+    fresh = make_task(job, threads=2)
+    assert fresh.argv[:4] == [sys.executable, "-m", "btcli", "transfer"]
+    assert not fresh.resume and "--resume" not in fresh.argv and "threads=2" in fresh.argv
+    assert fresh.argv[-3:] == ["--out", str(job.run_dir), "--quiet"]
+    job.run_dir.mkdir(parents=True)
+    (job.run_dir / "config.yaml").write_text(yaml.safe_dump({"threads": 5}))
+    resumed = make_task(job, threads=2)
+    assert resumed.resume and resumed.argv[-1] == "--resume" and "threads=5" in resumed.argv
+
+
+def test_cli_errors(btcli, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("stages:\n  - name: [a\n")
+    for args, text in [
+        ((str(bad),), f"sweep file '{bad}' is not valid YAML at line"),
+        ((str(tmp_path / "none.yaml"),), "does not exist"),
+        ((str(bad), "--backend", "slurm"), "unknown --backend 'slurm'; choose one of: local, ray"),
+    ]:
+        proc = btcli("sweep", *args)
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert proc.returncode == 2 and len(lines) == 1 and text in lines[0], proc.stderr
+
+
+def test_missing_ray_is_one_line(monkeypatch):
+    from btcli import sweep_exec
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    with pytest.raises(SweepError, match=r"--backend ray needs Ray: pip install 'ray>=2.9'"):
+        sweep_exec.connect_ray(None)
+
+
+# ----------------------------------------------------------------------------- real sweeps
+
+
+def write_grid(path: Path, out: Path, seeds=(0, 1), args=None, sets=None) -> Path:
+    stage = {"name": "s", "command": "transfer", "grid": {"env": [EMPTY], "seed": list(seeds)},
+             "args": {"mode": "scratch", **TINY, **(args or {})}}
+    if sets:
+        stage["set"] = sets
+    path.write_text(yaml.safe_dump({"out": str(out), "stages": [stage]}, sort_keys=False))
+    return path
+
+
+def statuses(stdout: str) -> dict[str, str]:
+    """run name -> status, from the sweep's summary table."""
+    found = {}
+    for line in stdout.splitlines():
+        cells = [c.strip() for c in line.split("│") if c.strip()]
+        if len(cells) >= 3 and cells[1].startswith("s-"):
+            found[cells[1]] = cells[2]
+    return found
+
+
+@pytest.mark.slow
+def test_local_sweep_skips_finished_and_resumes_unfinished(btcli, tmp_path):
+    grid = write_grid(tmp_path / "g.yaml", tmp_path / "out", seeds=(0,), sets={"agent.lr": [1e-4, 5e-4]})
+    names = [j.name for j in expand(load_sweep(grid))]
+    assert names == [f"s-{EMPTY}-s0-lr{lr}" for lr in ("0.0001", "0.0005")]
+    a, b = names
+    dry = btcli("sweep", str(grid), "--dry-run")
+    assert dry.returncode == 0 and dry.stdout.count("--out") == 2 and not (tmp_path / "out").exists()
+    first = btcli("sweep", str(grid), "--jobs", "2")
+    assert first.returncode == 0, first.stderr
+    assert statuses(first.stdout) == {a: "done", b: "done"}
+    for run in (tmp_path / "out").iterdir():
+        if run.name != "logs":
+            assert (run / "summary.json").exists()
+            assert json.loads((run / "summary.json").read_text())["steps"] == 800
+    log_a = (tmp_path / "out" / "logs" / f"{a}.log").read_text()
+    assert "--set threads=1 --out" in log_a and "--resume" not in log_a
+
+    # every run finished: nothing runs again
+    again = btcli("sweep", str(grid), "--jobs", "2")
+    assert again.returncode == 0 and set(statuses(again.stdout).values()) == {"skipped"}
+    assert (tmp_path / "out" / "logs" / f"{a}.log").read_text() == log_a
+
+    # make one run unfinished: only it runs, with --resume
+    (tmp_path / "out" / b / "summary.json").unlink()
+    third = btcli("sweep", str(grid), "--jobs", "2")
+    assert third.returncode == 0, third.stderr
+    st = statuses(third.stdout)
+    assert st.pop(b) == "done (resumed)" and set(st.values()) == {"skipped"}
+    assert (tmp_path / "out" / b / "summary.json").exists()
+    headers = [line for line in (tmp_path / "out" / "logs" / f"{b}.log").read_text().splitlines() if line[:1] == "#"]
+    assert len(headers) == 2 and "--resume" not in headers[0] and headers[1].endswith("--quiet --resume")
+
+
+@pytest.mark.slow
+def test_failed_run_is_named_with_its_log(btcli, tmp_path):
+    grid = write_grid(tmp_path / "g.yaml", tmp_path / "out", seeds=(0,), sets={"agent.gamma": [2.0]})
+    proc = btcli("sweep", str(grid))
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("btcli: error:")]
+    log = tmp_path / "out" / "logs" / f"s-{EMPTY}-s0.log"  # a single value is not part of the name
+    assert proc.returncode == 2 and len(lines) == 1
+    assert f"1 of 1 runs failed: s-{EMPTY}-s0 (exit code 2; log {log})" in lines[0]
+    assert "agent.gamma" in log.read_text()  # the run's own error line is in its log
+
+
+@pytest.mark.slow
+def test_interrupted_sweep_finishes_on_rerun(tmp_path):
+    # one job at a time: a long run is stopped mid-training while a short one still waits
+    stage = {"name": "s", "command": "transfer", "grid": {"env": [EMPTY], "seed": [0], "steps": [5000, 800]},
+             "args": {"mode": "scratch", "eval_episodes": 0, "threads": 1}}
+    grid = tmp_path / "g.yaml"
+    grid.write_text(yaml.safe_dump({"out": str(tmp_path / "out"), "stages": [stage]}))
+    long, short = (tmp_path / "out" / f"s-{EMPTY}-s0-steps{n}" for n in (5000, 800))
+    env = dict(os.environ, PYTHONPATH=str(REPO), COLUMNS="200")
+    cmd = [sys.executable, "-m", "btcli", "sweep", str(grid), "--jobs", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # wait until the run is training (episodes logged)
+        m = long / "metrics.csv"
+        if m.exists() and len(m.read_text().splitlines()) > 3:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "sweep interrupted: 2 run(s) not finished" in stderr
+    assert (long / "config.yaml").exists() and not (long / "summary.json").exists() and not short.exists()
+    assert statuses(stdout) == {long.name: "interrupted", short.name: "interrupted"}
+
+    rerun = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    assert statuses(rerun.stdout) == {long.name: "done (resumed)", short.name: "done"}
+    m = pd.read_csv(long / "metrics.csv")
+    assert m["episode"].is_unique and m["step"].is_monotonic_increasing
+    assert json.loads((long / "summary.json").read_text())["steps"] == 5000
+
+
+@pytest.mark.slow
+def test_ray_backend_matches_local(tmp_path):
+    ray = pytest.importorskip("ray")
+    grids = {}
+    for backend in ("local", "ray"):
+        spec = write_grid(tmp_path / f"{backend}.yaml", tmp_path / backend, args={"steps": 1500})
+        grids[backend] = expand(load_sweep(spec))
+    outcomes, interrupted = run_sweep(grids["local"], backend="local", jobs=2)
+    assert not interrupted and [o.status for o in outcomes] == ["done", "done"]
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        outcomes, interrupted = run_sweep(grids["ray"], backend="ray")
+    finally:
+        ray.shutdown()
+    assert not interrupted and [o.status for o in outcomes] == ["done", "done"]
+    for local_job, ray_job in zip(grids["local"], grids["ray"]):
+        assert local_job.name == ray_job.name
+        assert "(ray)" in ray_job.log.read_text()
+        for name in ("metrics.csv", "eval.csv"):
+            a, b = pd.read_csv(local_job.run_dir / name), pd.read_csv(ray_job.run_dir / name)
+            # identical numbers; only wall-clock time may differ
+            pd.testing.assert_frame_equal(a.drop(columns=["time"], errors="ignore"),
+                                          b.drop(columns=["time"], errors="ignore"))
+        assert len(a) > 0
+        s = json.loads((ray_job.run_dir / "summary.json").read_text())
+        assert s["updates"] > 0  # past learning_starts: the networks were trained
