@@ -41,6 +41,7 @@ __all__ = [
     "RunDirError",
     "bootstrap_ci",
     "learning_curve",
+    "learning_figure",
     "load_run",
     "plot_learning_curve",
     "render_summary_table",
@@ -59,6 +60,11 @@ BOOTSTRAP_SEED = 0
 
 PLOT_FILE = "report.png"
 MARKDOWN_FILE = "report.md"
+
+# behaviour -> metrics.csv column with its share of the episode's steps (btcli.behaviour.BEHAVIOURS)
+SHARE_COLUMNS = {"learner": "share_learner", "pretrained": "share_pretrained", "random": "share_random"}
+# config.yaml sections that record facts rather than settings (btcli.config.RECORD_KEYS)
+_RECORD_SECTIONS = ("meta", "provenance")
 
 
 class RunDirError(ValueError):
@@ -305,6 +311,52 @@ def _last_eval(run: RunData) -> dict:
     return out
 
 
+def _last_mean(ep: pd.DataFrame, column: str, window: int) -> float | None:
+    """Mean of ``column`` over the last ``window`` episodes, empty cells left out; None if all are empty."""
+    if ep.empty or column not in ep.columns:
+        return None
+    x = ep[column].to_numpy(dtype=float)[-window:]
+    x = x[np.isfinite(x)]
+    return float(x.mean()) if x.size else None
+
+
+def _weighted_shares(ep: pd.DataFrame) -> dict | None:
+    """Whole-run share of steps per behaviour from metrics.csv: episode shares weighted by length."""
+    if ep.empty or not set(SHARE_COLUMNS.values()) <= set(ep.columns):
+        return None
+    shares = ep[list(SHARE_COLUMNS.values())].to_numpy(dtype=float)
+    length = ep["length"].to_numpy(dtype=float)
+    ok = np.isfinite(shares).all(axis=1) & np.isfinite(length) & (length > 0)
+    if not ok.any():
+        return None
+    w = length[ok]
+    return {name: float(shares[ok, i] @ w / w.sum()) for i, name in enumerate(SHARE_COLUMNS)}
+
+
+def _behaviour_share(run: RunData, ep: pd.DataFrame) -> dict | None:
+    given = (run.summary or {}).get("behaviour_share")
+    if isinstance(given, dict) and any(_finite(given.get(k)) is not None for k in SHARE_COLUMNS):
+        return {k: _finite(given.get(k)) for k in SHARE_COLUMNS}
+    return _weighted_shares(ep)
+
+
+def _pretrained(run: RunData) -> dict | None:
+    """Compact provenance of the pre-trained run a transfer used: summary.json, else config.yaml."""
+    facts = (run.summary or {}).get("pretrained")
+    if not isinstance(facts, dict):
+        prov = run.config.get("provenance")
+        facts = prov.get("pretrained") if isinstance(prov, dict) else None
+    if not isinstance(facts, dict):
+        return None
+    sha = facts.get("sha256")
+    return {
+        "run": None if facts.get("run") is None else str(facts["run"]),
+        "step": _int_or_none(facts.get("step")),
+        "objective": facts.get("objective"),
+        "sha256": str(sha)[:12] if sha else None,
+    }
+
+
 def summarize_run(run: RunData, window: int = 100) -> dict:
     """Headline figures of one run, as a JSON-serialisable dict (``None`` where unknown).
 
@@ -332,6 +384,19 @@ def summarize_run(run: RunData, window: int = 100) -> dict:
       part of the budget it reached). ``None`` without a budget or without episodes.
     * ``eval_step``, ``eval_return_mean``, ``eval_return_std`` (sample std, ddof=1; ``None``
       with one episode), ``eval_episodes`` -- from the eval.csv rows at the LAST eval step.
+    * ``intrinsic_last_mean`` -- mean ``intrinsic_return`` of the last ``window`` episodes
+      (pre-training runs; empty cells are left out, as for the coverage mean).
+    * ``coverage_last_mean`` -- mean ``coverage`` (distinct cells or rooms visited per episode)
+      of the last ``window`` episodes; ``coverage_total`` -- ``summary.json``'s distinct cells
+      or rooms over the whole run.
+    * ``behaviour_share`` -- ``{'learner', 'pretrained', 'random'}``: share of the run's steps
+      chosen by the learner, by the pre-trained policy and at random; ``summary.json``'s,
+      else the metrics.csv shares of all episodes weighted by episode length.
+    * ``flights``, ``flight_len_mean``, ``flight_len_max`` -- ``summary.json``'s flight count
+      and realised flight lengths.
+    * ``pretrained`` -- ``{'run', 'step', 'objective', 'sha256'}`` (first 12 hex digits) of the
+      pre-trained checkpoint a transfer used: ``summary.json``'s, else config.yaml's
+      ``provenance.pretrained``.
     * ``mean_sps`` -- ``summary.json``'s ``mean_sps``, else train.csv's last step over its last time.
     * ``wall_time_s`` -- ``summary.json``'s ``wall_time_s``, else the latest ``time`` logged
       in metrics/train CSVs (elapsed time so far for an unfinished run).
@@ -417,12 +482,28 @@ def summarize_run(run: RunData, window: int = 100) -> dict:
         "return_best_mean": best,
         "auc": auc,
         "auc_bins": auc_bins,
+        "intrinsic_last_mean": _last_mean(ep, "intrinsic_return", window),
+        "coverage_last_mean": _last_mean(ep, "coverage", window),
+        "coverage_total": _int_or_none(summ.get("coverage_total")) if summ else None,
         **ev,
+        "behaviour_share": _behaviour_share(run, ep),
+        "flights": _int_or_none(summ.get("flights")) if summ else None,
+        "flight_len_mean": _finite(summ.get("flight_len_mean")) if summ else None,
+        "flight_len_max": _int_or_none(summ.get("flight_len_max")) if summ else None,
+        "pretrained": _pretrained(run),
         "mean_sps": mean_sps,
         "wall_time_s": wall,
         "notes": notes,
     }
     return _jsonable(out)
+
+
+def _step_bins(steps: np.ndarray, bins: int) -> tuple[np.ndarray, float]:
+    """Bin index of each step when ``[0, last step]`` is cut into ``bins`` equal bins, and the width."""
+    upper = max(float(steps.max()), 0.0)
+    if upper <= 0:
+        return np.zeros(steps.size, dtype=np.int64), 0.0
+    return np.clip(np.floor(steps * bins / upper).astype(np.int64), 0, bins - 1), upper / bins
 
 
 def learning_curve(run: RunData, bins: int = 50) -> pd.DataFrame:
@@ -440,15 +521,8 @@ def learning_curve(run: RunData, bins: int = 50) -> pd.DataFrame:
     ep = _episodes(run)
     if ep.empty:
         return pd.DataFrame({c: pd.Series(dtype=float) for c in cols})
-    steps = ep["step"].to_numpy(dtype=float)
     rets = ep["return"].to_numpy(dtype=float)
-    upper = max(float(steps.max()), 0.0)
-    if upper > 0:
-        idx = np.clip(np.floor(steps * bins / upper).astype(np.int64), 0, bins - 1)
-        width = upper / bins
-    else:
-        idx = np.zeros(steps.size, dtype=np.int64)
-        width = 0.0
+    idx, width = _step_bins(ep["step"].to_numpy(dtype=float), bins)
     g = pd.DataFrame({"bin": idx, "r": rets}).groupby("bin")["r"]
     stats = g.agg(["mean", "std", "count"])
     half = 1.96 * stats["std"] / np.sqrt(stats["count"])
@@ -461,6 +535,39 @@ def learning_curve(run: RunData, bins: int = 50) -> pd.DataFrame:
             "n": stats["count"].to_numpy(dtype=int),
         }
     ).reset_index(drop=True)
+
+
+def _binned_means(run: RunData, columns: list[str], bins: int, weight: str | None = None) -> pd.DataFrame:
+    """Per-bin means of metrics.csv ``columns`` (weighted by ``weight`` if given) in the bins of
+    :func:`learning_curve`, over the episodes where all of them are filled. Columns: ``step``
+    (bin centre) and ``columns``; empty bins are dropped."""
+    ep = _episodes(run)
+    empty = pd.DataFrame({c: pd.Series(dtype=float) for c in ["step", *columns]})
+    if ep.empty or not set(columns) <= set(ep.columns):
+        return empty
+    idx, width = _step_bins(ep["step"].to_numpy(dtype=float), bins)
+    x = ep[columns].to_numpy(dtype=float)
+    w = ep[weight].to_numpy(dtype=float) if weight else np.ones(len(ep))
+    ok = np.isfinite(x).all(axis=1) & np.isfinite(w) & (w > 0)
+    if not ok.any():
+        return empty
+    total = np.bincount(idx[ok], weights=w[ok], minlength=bins)
+    filled = total > 0
+    out = {"step": (np.flatnonzero(filled) + 0.5) * width}
+    for i, c in enumerate(columns):
+        out[c] = np.bincount(idx[ok], weights=x[ok, i] * w[ok], minlength=bins)[filled] / total[filled]
+    return pd.DataFrame(out)
+
+
+def _any_value(run: RunData, columns: list[str], *, nonzero: bool = False) -> bool:
+    """Whether some finished episode has a (non-zero) value in one of the metrics.csv ``columns``."""
+    ep = _episodes(run)
+    cols = [c for c in columns if c in ep.columns]
+    if ep.empty or not cols:
+        return False
+    x = ep[cols].to_numpy(dtype=float)
+    ok = np.isfinite(x) & (x != 0) if nonzero else np.isfinite(x)
+    return bool(ok.any())
 
 
 # --------------------------------------------------------------------------------------
@@ -483,56 +590,110 @@ def _title(run: RunData, status: str | None = None) -> str:
     return title
 
 
-def plot_learning_curve(run: RunData, out_path: str | os.PathLike, *, bins: int = 50) -> Path:
-    """Write a PNG (150 dpi) of the training return curve (mean with 95% band) against env
-    steps, with evaluation means +- std at each eval step. Uses the Agg canvas directly, so
-    no global matplotlib backend is touched."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import EngFormatter
+def _eval_means(run: RunData, column: str) -> pd.DataFrame:
+    """Mean and std of eval.csv's ``column`` per evaluation step (training evaluations only)."""
+    e = _training_evals(run)
+    if e.empty or column not in e.columns:
+        return pd.DataFrame({"mean": pd.Series(dtype=float), "std": pd.Series(dtype=float)})
+    ok = np.isfinite(e["step"].to_numpy(dtype=float)) & np.isfinite(e[column].to_numpy(dtype=float))
+    return e[ok].groupby("step")[column].agg(["mean", "std"])
 
-    out_path = Path(out_path)
-    status = "complete" if (run.summary is not None and run.summary.get("status", "complete") == "complete") else "unfinished"
+
+def _draw_eval(ax, g: pd.DataFrame) -> None:
+    ax.errorbar(
+        g.index.to_numpy(dtype=float), g["mean"].to_numpy(), yerr=g["std"].fillna(0.0).to_numpy(),
+        fmt="o", color="C3", ms=4, capsize=3, lw=1.2, label="eval (mean ± std)",
+    )
+
+
+def _draw_returns(ax, run: RunData, bins: int) -> None:
     curve = learning_curve(run, bins=bins)
-
-    fig = Figure(figsize=(6.4, 4.0), dpi=150, layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    plotted = False
     if not curve.empty:
         ax.plot(curve["step"], curve["return_mean"], color="C0", lw=1.8, label="train (binned mean)")
         ax.fill_between(
             curve["step"], curve["return_lo"], curve["return_hi"], color="C0", alpha=0.25, lw=0,
             label="train 95% CI",
         )
-        plotted = True
-    e = _training_evals(run)
-    if not e.empty:
-        ev = e[np.isfinite(e["step"].to_numpy(dtype=float)) & np.isfinite(e["return"].to_numpy(dtype=float))]
-        if not ev.empty:
-            g = ev.groupby("step")["return"].agg(["mean", "std"])
-            ax.errorbar(
-                g.index.to_numpy(dtype=float), g["mean"].to_numpy(), yerr=g["std"].fillna(0.0).to_numpy(),
-                fmt="o", color="C3", ms=4, capsize=3, lw=1.2, label="eval (mean ± std)",
-            )
-            plotted = True
+    g = _eval_means(run, "return")
+    if not g.empty:
+        _draw_eval(ax, g)
+    if curve.empty and g.empty:
+        ax.text(0.5, 0.5, "no finished episodes yet", transform=ax.transAxes, ha="center", va="center", color="0.4")
+    ax.set_ylabel("episode return (raw score)", fontsize=11)
+
+
+def _draw_coverage(ax, run: RunData, bins: int) -> None:
+    cov = _binned_means(run, ["coverage"], bins)
+    ax.plot(cov["step"], cov["coverage"], color="C2", lw=1.5, label="train (binned mean)")
+    g = _eval_means(run, "coverage")
+    if not g.empty:
+        _draw_eval(ax, g)
+    ax.set_ylim(bottom=0)
+    ax.set_ylabel("coverage\n(cells or rooms / ep.)", fontsize=10)
+
+
+def _draw_shares(ax, run: RunData, bins: int) -> None:
+    shares = _binned_means(run, list(SHARE_COLUMNS.values()), bins, weight="length")
+    ax.stackplot(
+        shares["step"], *(shares[c] for c in SHARE_COLUMNS.values()),
+        labels=["learner", "π_p (pre-trained)", "random"], colors=["C0", "C1", "0.7"], alpha=0.8,
+    )
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("share of steps", fontsize=10)
+    # the stack fills the panel: a framed one-line legend keeps it readable
+    ax.legend(fontsize=8, ncol=3, loc="lower right", frameon=True, framealpha=0.85)
+
+
+def learning_figure(run: RunData, *, bins: int = 50):
+    """The report figure (a matplotlib ``Figure`` on an Agg canvas; no global backend touched).
+
+    Top panel: the training return curve (binned mean with 95% band) against env steps, with
+    evaluation means +- std at each eval step. Below it, on the same step axis, only when the
+    run logged them: the binned coverage per episode (with evaluation coverage), and the
+    binned shares of steps taken by the learner, π_p and random actions (episodes weighted by
+    length; shown when π_p or random actions chose some step).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import EngFormatter
+
+    status = "complete" if (run.summary is not None and run.summary.get("status", "complete") == "complete") else "unfinished"
+    panels = [_draw_returns]
+    if _any_value(run, ["coverage"]):
+        panels.append(_draw_coverage)
+    if _any_value(run, [SHARE_COLUMNS["pretrained"], SHARE_COLUMNS["random"]], nonzero=True):
+        panels.append(_draw_shares)
+
+    fig = Figure(figsize=(6.4, 4.0 + 1.8 * (len(panels) - 1)), dpi=150, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(
+        len(panels), 1, sharex=True, squeeze=False, gridspec_kw={"height_ratios": [2.0] + [1.0] * (len(panels) - 1)}
+    )[:, 0]
+    for ax, draw in zip(axes, panels):
+        draw(ax, run, bins)
+        ax.tick_params(labelsize=9)
+        ax.grid(True, alpha=0.3)
+
+    top = axes[0]
     budget = _finite(run.config.get("steps"))
     if budget:
-        right = max(budget, float(curve["step"].max()) if not curve.empty else 0.0)
-        ax.set_xlim(0, right * 1.02)
+        right = max(budget, _finite(_episodes(run)["step"].max()) or 0.0)
+        top.set_xlim(0, right * 1.02)
         if status == "unfinished":
-            ax.axvline(budget, color="0.5", ls="--", lw=1, label="step budget")
-    if not plotted:
-        ax.text(0.5, 0.5, "no finished episodes yet", transform=ax.transAxes, ha="center", va="center", color="0.4")
-    ax.xaxis.set_major_formatter(EngFormatter(sep=""))
-    ax.set_xlabel("environment steps", fontsize=11)
-    ax.set_ylabel("episode return (raw score)", fontsize=11)
-    ax.set_title(_title(run, status), fontsize=12)
-    ax.tick_params(labelsize=9)
-    ax.grid(True, alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=9, frameon=False, loc="best")
+            top.axvline(budget, color="0.5", ls="--", lw=1, label="step budget")
+    top.set_title(_title(run, status), fontsize=12)
+    axes[-1].xaxis.set_major_formatter(EngFormatter(sep=""))
+    axes[-1].set_xlabel("environment steps", fontsize=11)
+    for ax in axes:
+        if ax.get_legend() is None and ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=9 if ax is top else 8, frameon=False, loc="best")
+    return fig
 
+
+def plot_learning_curve(run: RunData, out_path: str | os.PathLike, *, bins: int = 50) -> Path:
+    """Write :func:`learning_figure` as a PNG (150 dpi) to ``out_path`` (atomically)."""
+    out_path = Path(out_path)
+    fig = learning_figure(run, bins=bins)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.name + ".tmp")
     fig.savefig(tmp, format="png", dpi=150)
@@ -552,6 +713,46 @@ def _fmt_num(v: Any, *, grouped: bool = True) -> str:
             return f"{v:,.1f}"
         return f"{v:.4g}"
     return str(v)
+
+
+def _fmt_shares(shares: dict) -> str:
+    """``learner 0.52 / π_p 0.48 / random 0.00``."""
+    labels = {"learner": "learner", "pretrained": "π_p", "random": "random"}
+    parts = []
+    for key, label in labels.items():
+        v = shares.get(key)
+        parts.append(f"{label} {'n/a' if v is None else format(v, '.2f')}")
+    return " / ".join(parts)
+
+
+def _fmt_pretrained(p: dict) -> str:
+    """``<run> @ step 50,000 (count, sha 0123456789ab…)``."""
+    text = f"{p.get('run') or 'n/a'} @ step {_fmt_num(p.get('step'))}"
+    details = [str(p["objective"])] if p.get("objective") else []
+    if p.get("sha256"):
+        details.append(f"sha {p['sha256']}…")
+    return text + (f" ({', '.join(details)})" if details else "")
+
+
+def _exploration_rows(s: dict) -> list[tuple[str, str]]:
+    """Rows for the figures only some runs have (pre-training, coverage, flights); absent ones are left out."""
+    n = s.get("return_last_n")
+    rows = []
+    if s.get("intrinsic_last_mean") is not None:
+        rows.append((f"intrinsic return, last {n} episodes", _fmt_num(s["intrinsic_last_mean"])))
+    if s.get("coverage_last_mean") is not None or s.get("coverage_total") is not None:
+        cov = _fmt_num(s.get("coverage_last_mean"))
+        if s.get("coverage_total") is not None:
+            cov += f"  ({_fmt_num(s['coverage_total'])} distinct over the run)"
+        rows.append((f"coverage, last {n} episodes", cov))
+    if s.get("behaviour_share"):
+        rows.append(("behaviour share", _fmt_shares(s["behaviour_share"])))
+    if s.get("flights") is not None:
+        flights = _fmt_num(s["flights"])
+        if s.get("flight_len_mean") is not None:
+            flights += f" (mean len {_fmt_num(s['flight_len_mean'])}, max {_fmt_num(s.get('flight_len_max'))})"
+        rows.append(("flights", flights))
+    return rows
 
 
 def _summary_rows(s: dict) -> list[tuple[str, str]]:
@@ -577,9 +778,11 @@ def _summary_rows(s: dict) -> list[tuple[str, str]]:
     wall = s.get("wall_time_s")
     wall_s = "n/a" if wall is None else f"{wall:,.0f} s ({wall / 3600:.2f} h)"
     cmd = " / ".join(str(x) for x in (s.get("command"), s.get("mode")) if x is not None) or "n/a"
+    pretrained = [("pre-trained run", _fmt_pretrained(s["pretrained"]))] if s.get("pretrained") else []
     return [
         ("env", str(s.get("env_id") if s.get("env_id") is not None else "n/a")),
         ("command / mode", cmd),
+        *pretrained,
         ("seed", _fmt_num(s.get("seed"), grouped=False)),
         ("status", str(s.get("status"))),
         ("env steps", steps),
@@ -588,6 +791,7 @@ def _summary_rows(s: dict) -> list[tuple[str, str]]:
         (f"best rolling mean ({s.get('return_last_n')} ep.)", _fmt_num(s.get("return_best_mean"))),
         ("AUC (mean binned return)", auc),
         ("eval return (last eval)", ev),
+        *_exploration_rows(s),
         ("mean env steps/s", _fmt_num(s.get("mean_sps"))),
         ("wall time", wall_s),
     ]
@@ -656,30 +860,36 @@ def write_markdown(
     notes = summary.get("notes") or []
     if notes:
         lines += ["## Caveats", ""] + [f"- {n}" for n in notes] + [""]
-    lines += [
+    definitions = (
         "Definitions: *last* = mean raw return of the last episodes (percentile bootstrap 95% CI, "
         f"{BOOTSTRAP_RESAMPLES} resamples); *AUC* = mean over the non-empty of {AUC_BINS} equal "
         "step bins of [0, budget] of the per-bin mean training return; eval figures come from "
-        "the last evaluation step.",
-        "",
-    ]
+        "the last evaluation step."
+    )
+    if summary.get("coverage_last_mean") is not None or summary.get("coverage_total") is not None:
+        definitions += " *Coverage* = distinct grid cells (or rooms) visited per episode."
+    if summary.get("behaviour_share"):
+        definitions += (" *Behaviour share* = share of the run's steps chosen by the learner, by the "
+                        "pre-trained policy π_p (flights) and at random (epsilon steps, random flights).")
+    lines += [definitions, ""]
 
     cfg = run.config
-    hyper = [(k, v) for k, v in cfg.items() if k not in ("meta", "env", "agent") and not isinstance(v, dict)]
+    skip = (*_RECORD_SECTIONS, "env", "agent")
+    hyper = [(k, v) for k, v in cfg.items() if k not in skip and not isinstance(v, dict)]
     for section in ("env", "agent"):
         if isinstance(cfg.get(section), dict):
             hyper += _flatten(cfg[section], section + ".")
     for k, v in cfg.items():
-        if k not in ("meta", "env", "agent") and isinstance(v, dict):
+        if k not in skip and isinstance(v, dict):
             hyper += _flatten(v, k + ".")
     if hyper:
         lines += ["## Configuration", "", "| key | value |", "|---|---|"]
         lines += [f"| {_md_cell(k)} | {_md_cell(v)} |" for k, v in hyper]
         lines.append("")
-    meta = cfg.get("meta")
-    if isinstance(meta, dict) and meta:
+    records = [kv for sec in _RECORD_SECTIONS if isinstance(cfg.get(sec), dict) for kv in _flatten(cfg[sec])]
+    if records:
         lines += ["## Provenance", ""]
-        for k, v in _flatten(meta):
+        for k, v in records:
             if k == "argv" and isinstance(v, (list, tuple)):
                 lines.append(f"- argv: `{' '.join(str(x) for x in v)}`")
             else:
@@ -719,16 +929,23 @@ def find_run_dirs(root: str | os.PathLike) -> list[Path]:
 
 
 def render_runs_table(summaries: list[dict]):
-    """One row per run: the headline figures of several runs side by side."""
+    """One row per run: the headline figures of several runs side by side. The ``coverage``
+    (last-window mean) and ``π_p share`` columns appear only when some run has a coverage
+    figure or a non-zero share of steps chosen by the pre-trained policy."""
     from rich.table import Table
 
+    rows = [{**s, "pretrained_share": (s.get("behaviour_share") or {}).get("pretrained")} for s in summaries]
     table = Table(title=f"{len(summaries)} runs", header_style="bold")
     columns = [("run", "path"), ("env", "env_id"), ("mode", "mode"), ("seed", "seed"), ("status", "status"),
                ("steps", "steps_done"), ("return (last)", "return_last_mean"), ("eval return", "eval_return_mean"),
                ("AUC", "auc")]
+    if any(r.get("coverage_last_mean") is not None for r in rows):
+        columns.append(("coverage", "coverage_last_mean"))
+    if any(r["pretrained_share"] for r in rows):
+        columns.append(("π_p share", "pretrained_share"))
     for label, _ in columns:
         table.add_column(label, no_wrap=label == "run")
-    for s in summaries:
-        table.add_row(*(_fmt_num(s.get(key)) if key not in ("path", "env_id", "mode", "status") else str(s.get(key))
+    for r in rows:
+        table.add_row(*(_fmt_num(r.get(key)) if key not in ("path", "env_id", "mode", "status") else str(r.get(key))
                         for _, key in columns))
     return table

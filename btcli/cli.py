@@ -157,7 +157,7 @@ def _path(path: Path | None) -> str | None:
 
 @app.command()
 def pretrain(
-    objective: str = typer.Option(..., help="intrinsic reward to maximise: count (grid cells, 1/sqrt(N)) or rnd"),
+    objective: str = typer.Option(..., help="intrinsic reward to maximise: count (grid cells), rnd, ngu (episodic novelty) or ngu+rnd"),
     env: EnvOpt = None, steps: StepsOpt = None, seed: SeedOpt = None, out: OutOpt = None,
     config: ConfigOpt = None, set_: SetOpt = [], device: DeviceOpt = None,  # noqa: B006 (typer reads it)
     num_envs: NumEnvsOpt = None, resume: ResumeOpt = False, json_out: JsonOpt = False, quiet: QuietOpt = False,

@@ -69,9 +69,17 @@ class ExploreConfig:
 class IntrinsicConfig:
     """Reward-free pre-training: the intrinsic reward the learner maximises instead of the task's."""
 
-    objective: str = _f("none", "pretrain objective: count (grid cells) or rnd; 'none' for transfer runs")
+    objective: str = _f("none", "pretrain objective: count (grid cells), rnd, ngu or ngu+rnd; 'none' for transfer runs")
     rnd_lr: float = _f(1e-4, "Adam learning rate of the RND predictor")
     rnd_feature_dim: int = _f(128, "output size of the RND target and predictor networks")
+    ngu_embed_dim: int = _f(32, "ngu: size of the inverse-dynamics embedding f")
+    ngu_idm_lr: float = _f(5e-4, "ngu: Adam learning rate of the inverse-dynamics model")
+    ngu_k: int = _f(10, "ngu: nearest neighbours in the episodic kernel")
+    ngu_memory: int = _f(30_000, "ngu: episodic memory capacity per environment copy")
+    ngu_train_every: int = _f(8, "ngu: train f (and RND) on every n-th learner update")
+    ngu_normalise: bool = _f(True, "ngu: divide rewards by their running std (our choice; NGU's R2D2 rescales values instead)")
+    count_scope: str = _f("lifelong", "objective count: 'lifelong' 1/sqrt(N(cell)) over the run, or 'episode': 1 for "
+                          "a cell first entered in this episode, else 0 (pair with env.visited)")
 
 
 TRANSFER_MODES = ("scratch", "ez-greedy", "ft", "bt", "bt+ft")
@@ -127,6 +135,7 @@ class RunConfig:
             "agent.torso": (self.agent.torso, ("auto", "cnn", "mlp")),
             "agent.precision": (self.agent.precision, ("fp32", "bf16")),
             "command": (self.command, ("transfer", "pretrain", "finetune")),
+            "intrinsic.count_scope": (self.intrinsic.count_scope, ("lifelong", "episode")),
             "transfer.flight_start": (self.transfer.flight_start, ("explore", "fixed")),
             "transfer.ft_layers": (self.transfer.ft_layers, ("all", "torso")),
             "transfer.freeze": (self.transfer.freeze, ("none", "torso")),

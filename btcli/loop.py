@@ -6,10 +6,7 @@ learner owns the math; the run directory owns the files.
 
 from __future__ import annotations
 
-import contextlib
-import signal
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -39,6 +36,7 @@ from btcli.runs import (
     truncate_csv_after,
 )
 from btcli.runtime import configure_torch, resolve_device, seed_everything, tune_malloc
+from btcli.signals import recorded_signals
 
 CHECKPOINT_FORMAT = 1
 RECENT_EPISODES = 100
@@ -58,26 +56,10 @@ class Counters:
     elapsed_s: float = 0.0  # wall time before this process (resumed runs)
 
 
-@contextlib.contextmanager
-def stop_on_signals() -> Iterator[list[int]]:
-    """Record SIGINT/SIGTERM instead of dying mid-write; the loop checks and checkpoints."""
-    received: list[int] = []
-
-    def handler(signum, _frame):
-        received.append(signum)
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield received
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-
-
 def checkpoint_identity(cfg: RunConfig, env) -> dict[str, Any]:
     """What a checkpoint says about the task it was trained on (checked by resume and transfer)."""
     return {"env_id": cfg.env.id, "obs_shape": list(env.obs_shape), "num_actions": int(env.num_actions),
-            "action_meanings": list(env.action_meanings)}
+            "action_meanings": list(env.action_meanings), "visited_marks": bool(cfg.env.visited)}
 
 
 class Trainer:
@@ -114,7 +96,9 @@ class Trainer:
         obj = cfg.intrinsic
         self.intrinsic = (None if obj.objective == "none" else
                           make_source(obj.objective, self.env, lr=obj.rnd_lr, feature_dim=obj.rnd_feature_dim,
-                                      device=self.device))
+                                      device=self.device, count_scope=obj.count_scope, embed_dim=obj.ngu_embed_dim,
+                                      idm_lr=obj.ngu_idm_lr, k=obj.ngu_k, memory_capacity=obj.ngu_memory,
+                                      train_every=obj.ngu_train_every, normalise=obj.ngu_normalise))
         # coverage: distinct grid cells (MiniGrid) or rooms (Atari RAM probes) per episode and overall
         self._coverage_key = coverage_key(self.env.last_probes())
         self.visited: set[int] = set()
@@ -239,7 +223,7 @@ class Trainer:
         clip = cfg.agent.reward_clip
         act = greedy_actor(self.learner.online, self.device)
 
-        with stop_on_signals() as signals, ProgressReporter(cfg.steps, f"{cfg.command} {cfg.mode}",
+        with recorded_signals() as signals, ProgressReporter(cfg.steps, f"{cfg.command} {cfg.mode}",
                                                             enabled=self.show_progress) as progress:
             if start_step:
                 progress.message(f"resumed from step {start_step}")

@@ -49,6 +49,7 @@ class Pretrained:
             "run": str(self.run.resolve()), "checkpoint": str(self.checkpoint.resolve()), "sha256": self.sha256,
             "command": s.get("command"), "objective": s.get("objective"), "step": int(s["step"]),
             "env_id": s["env_id"], "obs_shape": list(s["obs_shape"]), "num_actions": int(s["num_actions"]),
+            "visited_marks": bool(s.get("visited_marks", False)),
         }
 
     def check_task(self, identity: dict[str, Any], *, allow_other_env: bool) -> None:
@@ -63,6 +64,9 @@ class Pretrained:
             raise PretrainedError(f"{where} has {s['num_actions']} actions {s.get('action_meanings')} but "
                                   f"{identity['env_id']} has {identity['num_actions']} {identity['action_meanings']}; "
                                   "the action spaces must be the same")
+        if bool(s.get("visited_marks", False)) != identity["visited_marks"]:
+            raise PretrainedError(f"{where} was trained with env.visited={bool(s.get('visited_marks', False))} but this "
+                                  f"run has env.visited={identity['visited_marks']}; the observations must be encoded alike")
         if s["env_id"] != identity["env_id"] and not allow_other_env:
             raise PretrainedError(f"{where} was trained on {s['env_id']}, not {identity['env_id']}; pass "
                                   "--set transfer.allow_other_env=true to transfer across tasks with the same spaces")

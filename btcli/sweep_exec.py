@@ -17,12 +17,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+from btcli.signals import recorded_signals
 from btcli.sweep import Job, SweepError
 
 BACKENDS = ("local", "ray")
@@ -122,23 +123,6 @@ def _child_env() -> dict[str, str]:
 # ----------------------------------------------------------------------------- local backend
 
 
-@contextlib.contextmanager
-def _forward_signals(forward: Callable[[int], None]) -> Iterator[list[int]]:
-    """While inside, SIGINT/SIGTERM are recorded and passed on to the running jobs."""
-    received: list[int] = []
-
-    def handler(signum, _frame):
-        received.append(signum)
-        forward(signum)
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield received
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-
-
 def run_local(tasks: list[Task], jobs: int, report: Callable[[Outcome], None]) -> tuple[list[Outcome], bool]:
     """Run ``tasks`` as up to ``jobs`` parallel subprocesses; returns (outcomes, interrupted).
 
@@ -154,7 +138,7 @@ def run_local(tasks: list[Task], jobs: int, report: Callable[[Outcome], None]) -
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signum)
 
-    with _forward_signals(forward) as signals:
+    with recorded_signals(forward) as signals:
         while running or (pending and not signals):
             while pending and len(running) < jobs and not signals:
                 task = pending.pop(0)
@@ -240,7 +224,7 @@ def run_ray(tasks: list[Task], address: str | None, threads: int, jobs: int | No
             with contextlib.suppress(Exception):
                 ray.cancel(ref)
 
-    with _forward_signals(forward) as signals:
+    with recorded_signals(forward) as signals:
         while flying or (pending and not signals):
             while pending and len(flying) < limit and not signals:
                 task = pending.pop(0)

@@ -396,3 +396,178 @@ def test_report_a_folder_of_runs(tmp_path, btcli):
     assert "2 runs" in table.stdout and "4" in table.stdout
     empty = btcli("report", str(tmp_path / "sweep" / "notes"))
     assert empty.returncode == 2 and "no btcli run directories" in empty.stderr
+
+
+# ---------------------------------------------------------------------------- coverage, flights, pre-training
+
+SHA = "0123456789abcdef" * 4
+PROVENANCE = {"run": "/runs/pt-count-s0", "checkpoint": "/runs/pt-count-s0/checkpoints/step_50000",
+              "sha256": SHA, "command": "pretrain", "objective": "count", "step": 50000,
+              "env_id": "MiniGrid-Empty-5x5-v0"}
+
+
+def bt_metrics(coverage=(3.0, 5.0, np.nan, 7.0), share_pretrained=(0.0, 0.5, 0.1, 0.75),
+               share_random=(0.0, 0.0, 0.1, 0.0), intrinsic=(np.nan,) * 4):
+    """Four episodes in the current metrics.csv format; learner share = the rest."""
+    sp, sr = np.asarray(share_pretrained, dtype=float), np.asarray(share_random, dtype=float)
+    return pd.DataFrame(
+        {"step": [25, 50, 75, 100], "episode": [1, 2, 3, 4], "env_index": [0, 1, 0, 1],
+         "return": [0.0, 1.0, 0.0, 2.0], "length": [10, 30, 20, 40], "time": [1.0, 2.0, 3.0, 4.0],
+         "intrinsic_return": list(intrinsic), "coverage": list(coverage),
+         "share_learner": 1.0 - sp - sr, "share_pretrained": sp, "share_random": sr}
+    )
+
+
+def rows_of(summary):
+    from btcli.analysis import _summary_rows
+
+    return dict(_summary_rows(summary))
+
+
+def bt_config():
+    return {"mode": "bt", "provenance": {"pretrained": PROVENANCE}}
+
+
+def test_unfinished_transfer_figures_from_metrics_and_config(tmp_path):
+    run = load_run(make_run(tmp_path / "r", metrics=bt_metrics(), config=bt_config()))
+    s = summarize_run(run, window=3)
+    # last 3 episodes' coverage: 5, (empty), 7
+    assert s["coverage_last_mean"] == pytest.approx(6.0)
+    assert s["coverage_total"] is None and s["intrinsic_last_mean"] is None
+    # shares weighted by length 10, 30, 20, 40: learner (10 + 15 + 16 + 10) / 100, ...
+    assert s["behaviour_share"] == pytest.approx({"learner": 0.51, "pretrained": 0.47, "random": 0.02})
+    assert s["behaviour_share"]["learner"] != pytest.approx(np.mean([1.0, 0.5, 0.8, 0.25]))
+    assert s["flights"] is None and s["flight_len_mean"] is None and s["flight_len_max"] is None
+    assert s["pretrained"] == {"run": "/runs/pt-count-s0", "step": 50000, "objective": "count",
+                               "sha256": "0123456789ab"}
+    _assert_plain_json(json.loads(json.dumps(s, allow_nan=False)))
+
+    rows = rows_of(s)
+    assert rows["behaviour share"] == "learner 0.51 / π_p 0.47 / random 0.02"
+    assert rows["coverage, last 3 episodes"] == "6"  # no summary.json: no run total
+    assert rows["pre-trained run"] == "/runs/pt-count-s0 @ step 50,000 (count, sha 0123456789ab…)"
+    assert "flights" not in rows
+    assert not any(label.startswith("intrinsic") for label in rows)
+
+
+def test_summary_json_exploration_figures_take_precedence(tmp_path):
+    other = {**PROVENANCE, "run": "/elsewhere", "sha256": "f" * 64}
+    summ = {"status": "complete", "steps": 100, "objective": "none", "coverage_total": 37,
+            "behaviour_share": {"learner": 0.6, "pretrained": 0.3, "random": 0.1},
+            "flights": 12, "flight_len_mean": 4.5, "flight_len_max": 17, "pretrained": PROVENANCE}
+    cfg = {"mode": "bt", "provenance": {"pretrained": other}}
+    s = summarize_run(load_run(make_run(tmp_path / "r", metrics=bt_metrics(), summary=summ, config=cfg)))
+    assert s["behaviour_share"] == {"learner": 0.6, "pretrained": 0.3, "random": 0.1}
+    assert (s["flights"], s["flight_len_mean"], s["flight_len_max"]) == (12, 4.5, 17)
+    assert s["coverage_total"] == 37
+    assert s["coverage_last_mean"] == pytest.approx(5.0)  # window 100 > 4 episodes: mean of 3, 5, 7
+    assert s["pretrained"]["run"] == "/runs/pt-count-s0" and s["pretrained"]["sha256"] == SHA[:12]
+
+    rows = rows_of(s)
+    assert rows["flights"] == "12 (mean len 4.5, max 17)"
+    assert rows["coverage, last 4 episodes"] == "5  (37 distinct over the run)"
+    assert rows["behaviour share"] == "learner 0.60 / π_p 0.30 / random 0.10"
+
+
+def test_pretraining_run_reports_intrinsic_return(tmp_path):
+    m = bt_metrics(share_pretrained=[0.0] * 4, share_random=[0.2, 0.1, 0.0, 0.0], intrinsic=[4.0, 2.0, 1.0, 3.0])
+    summ = {"status": "complete", "objective": "count", "coverage_total": 9, "pretrained": None,
+            "behaviour_share": {"learner": 0.9, "pretrained": 0.0, "random": 0.1}, "flights": 0,
+            "flight_len_mean": None, "flight_len_max": None}
+    s = summarize_run(load_run(make_run(tmp_path / "r", metrics=m, summary=summ, config={"command": "pretrain"})),
+                      window=2)
+    assert s["intrinsic_last_mean"] == pytest.approx(2.0)  # episodes 3 and 4
+    assert s["pretrained"] is None and s["flights"] == 0
+    rows = rows_of(s)
+    assert rows["intrinsic return, last 2 episodes"] == "2"
+    assert rows["flights"] == "0"
+    assert "pre-trained run" not in rows
+
+
+def test_old_format_run_reports_without_new_figures(tmp_path):
+    summ = {"status": "complete", "steps": 100, "wall_time_s": 3.0, "mean_sps": 33.3}
+    root = make_run(tmp_path / "r", returns=[1.0, 2.0, 3.0], summary=summ)
+    assert "coverage" not in (root / "metrics.csv").read_text()
+    s = report_run(root)
+    for key in ("coverage_last_mean", "coverage_total", "intrinsic_last_mean", "behaviour_share",
+                "flights", "flight_len_mean", "flight_len_max", "pretrained"):
+        assert s[key] is None, key
+    rows = rows_of(s)
+    assert not {"behaviour share", "flights", "pre-trained run"} & set(rows)
+    assert not any(label.startswith(("coverage", "intrinsic")) for label in rows)
+    assert s["return_last_mean"] == pytest.approx(2.0) and s["status"] == "complete"
+    assert "behaviour share" not in (root / "report.md").read_text()
+
+
+def _png_size(path):
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def test_figure_panels_follow_the_logged_columns(tmp_path):
+    from btcli.analysis import learning_figure
+
+    old = load_run(make_run(tmp_path / "old", returns=[1.0, 2.0, 3.0]))
+    learner_only = load_run(make_run(tmp_path / "cov", metrics=bt_metrics(share_pretrained=[0.0] * 4,
+                                                                          share_random=[0.0] * 4)))
+    no_coverage = load_run(make_run(tmp_path / "shares", metrics=bt_metrics(coverage=[np.nan] * 4)))
+    both = load_run(make_run(tmp_path / "both", metrics=bt_metrics()))
+
+    assert len(learning_figure(old).axes) == 1
+    (_, cov) = learning_figure(learner_only).axes
+    assert cov.get_ylabel().startswith("coverage")
+    (_, shares) = learning_figure(no_coverage).axes
+    assert shares.get_ylabel() == "share of steps"
+    top, cov, shares = learning_figure(both).axes
+    assert cov.get_ylabel().startswith("coverage") and shares.get_ylabel() == "share of steps"
+    assert cov.get_shared_x_axes().joined(top, shares)
+
+    # the saved PNGs: same width, taller with each added panel
+    sizes = {}
+    for name in ("old", "cov", "both"):
+        report_run(tmp_path / name)
+        sizes[name] = _png_size(tmp_path / name / "report.png")
+    assert sizes["old"][0] == sizes["cov"][0] == sizes["both"][0]
+    assert sizes["old"][1] < sizes["cov"][1] < sizes["both"][1]
+
+
+def test_binned_shares_are_weighted_by_episode_length(tmp_path):
+    from btcli.analysis import SHARE_COLUMNS, _binned_means
+
+    run = load_run(make_run(tmp_path / "r", metrics=bt_metrics()))
+    one_bin = _binned_means(run, list(SHARE_COLUMNS.values()), bins=1, weight="length")
+    assert one_bin[list(SHARE_COLUMNS.values())].iloc[0].tolist() == pytest.approx([0.51, 0.47, 0.02])
+    cov = _binned_means(run, ["coverage"], bins=2)  # bins [0, 50), [50, 100]; episode 3 has no coverage
+    assert cov["coverage"].tolist() == pytest.approx([3.0, 6.0])
+    assert cov["step"].tolist() == pytest.approx([25.0, 75.0])
+
+
+def test_markdown_has_the_new_rows_and_provenance(tmp_path):
+    root = make_run(tmp_path / "r", metrics=bt_metrics(), config=bt_config())
+    report_run(root, window=3)
+    text = (root / "report.md").read_text()
+    assert "| behaviour share | learner 0.51 / π_p 0.47 / random 0.02 |" in text
+    assert "| coverage, last 3 episodes | 6 |" in text
+    assert "| pre-trained run | /runs/pt-count-s0 @ step 50,000 (count, sha 0123456789ab…) |" in text
+    provenance = text.split("## Provenance", 1)[1]
+    assert f"- pretrained.sha256: {SHA}" in provenance and "git_commit" in provenance
+    assert "provenance." not in text.split("## Provenance", 1)[0]  # not among the hyperparameters
+
+
+def test_runs_table_adds_coverage_and_pretrained_share_columns(tmp_path):
+    from rich.console import Console
+
+    from btcli.analysis import render_runs_table
+
+    old = summarize_run(load_run(make_run(tmp_path / "old", returns=[1.0, 2.0])))
+    bt = summarize_run(load_run(make_run(tmp_path / "bt", metrics=bt_metrics())))
+    headers = [str(c.header) for c in render_runs_table([old]).columns]
+    assert "coverage" not in headers and "π_p share" not in headers
+    table = render_runs_table([old, bt])
+    headers = [str(c.header) for c in table.columns]
+    assert headers[-2:] == ["coverage", "π_p share"]
+    console = Console(record=True, width=200)
+    console.print(table)
+    out = console.export_text()
+    assert "0.47" in out and "n/a" in out  # bt's share; the old run has neither figure

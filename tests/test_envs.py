@@ -331,3 +331,21 @@ def test_minigrid_visited_marks_follow_the_episode():
                 cells[i] = {int(env.last_probes()["cell"][i])}
                 assert marked(s.obs[i]) == cells[i] and len(cells[i]) == 1
     assert s.truncated.any()  # step 30 is the limit
+
+
+def test_small_four_rooms_tasks_share_one_layout():
+    grids = {}
+    for task in ("MiniGrid-SmallFourRooms-v0", "MiniGrid-SmallFourRoomsFar-v0", "MiniGrid-SmallFourRoomsNear-v0"):
+        env = make_vec_env(EnvConfig(id=task, num_envs=1), seed=0)
+        obs = env.reset()[0]
+        assert env.obs_shape == (11, 11, 2) and env.num_actions == 7
+        walls = obs[:, :, 0] == 2
+        grids[task] = walls
+        # 4 rooms of 4x4 plus 4 doorways are free; everything else is wall
+        assert (~walls).sum() == 68
+        if task != "MiniGrid-SmallFourRooms-v0":
+            assert obs[1, 1, 0] == 10  # the agent starts top-left
+            goal = np.argwhere(obs[:, :, 0] == 8).tolist()
+            assert goal == ([[9, 9]] if task.endswith("Far-v0") else [[2, 3]])
+    first = grids["MiniGrid-SmallFourRooms-v0"]
+    assert all((g == first).all() for g in grids.values())

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from btcli.envs.base import Step
 from btcli.intrinsic import (
     RND,
     CountBonus,
@@ -16,6 +17,7 @@ from btcli.intrinsic import (
     episodic_kernel_reward,
     lifelong_modulation,
 )
+from btcli.intrinsic.sources import NGUSource, make_source
 
 C = 1e-3  # NGU's kernel constant c; an empty memory scores 1/c
 
@@ -191,6 +193,35 @@ def test_memory_state_dict_round_trip():
     assert other.sizes[0] == 0  # memories start empty: a restored run starts new episodes
 
 
+def test_memory_add_stores_without_scoring():
+    mem = EpisodicMemory(num_envs=3, dim=1, capacity=10)
+    mem.add(np.array([[1.0], [2.0]]), [0, 2])
+    mem.add(np.array([[4.0]]), np.array([False, True, False]))
+    assert mem.sizes.tolist() == [1, 1, 1] and mem.d2_mean.count == 0  # nothing scored
+    # env 0 holds {1}, env 1 {4}, env 2 {2}: from 0, d² = 1, 16, 4
+    np.testing.assert_allclose(mem.knn_dist2(np.zeros((3, 1)))[:, 0], [1.0, 16.0, 4.0])
+    with pytest.raises(ValueError):
+        mem.add(np.zeros((1, 1)), [0, 1])
+
+
+@pytest.mark.parametrize("held", [15, 300, 2_500])  # all candidates; argpartition; torch topk
+def test_memory_knn_matches_brute_force(held):
+    rng = np.random.default_rng(held)
+    mem = EpisodicMemory(num_envs=2, dim=4, capacity=3_000, k=10)
+    points = rng.integers(-3, 4, size=(held, 2, 4)).astype(np.float32)  # a small lattice: many exact ties
+    for i in range(held):
+        mem.add(points[i], [0, 1])
+    mem.reset([1])
+    for i in range(7):  # env 1 restarted: it holds only 7 entries (stale slots must not count)
+        mem.add(points[i, 1:2], [1])
+    q = rng.integers(-3, 4, size=(2, 4)).astype(np.float32)
+    got = mem.knn_dist2(q)
+    want0 = np.sort(((points[:, 0] - q[0]) ** 2).sum(axis=1))[:10]
+    want1 = np.sort(((points[:7, 1] - q[1]) ** 2).sum(axis=1))
+    np.testing.assert_array_equal(got[0], want0)
+    np.testing.assert_array_equal(got[1], np.concatenate([want1, [np.inf] * 3]))
+
+
 # --- inverse dynamics, modulation ---------------------------------------------------------
 
 def test_inverse_dynamics_shapes_and_learning():
@@ -323,3 +354,171 @@ def test_rnd_state_dict_round_trip():
     torch.testing.assert_close(other.reward(obs), rnd.reward(obs))
     np.testing.assert_array_equal(other.obs_rms.mean, rnd.obs_rms.mean)
     assert other.reward_rms.count == 2 and other.reward_rms.var == pytest.approx(1.0)
+
+
+# --- NGU source: episodic novelty per transition, memory per episode ----------------------
+
+def _step(obs, ended=None, final_obs=None):
+    """A vector step whose next observations are ``obs``; ``ended`` copies reset to ``obs``."""
+    obs = np.asarray(obs, dtype=np.uint8)
+    n = len(obs)
+    ended = np.zeros(n, dtype=bool) if ended is None else np.asarray(ended)
+    final = obs.copy() if final_obs is None else np.asarray(final_obs, dtype=np.uint8)
+    return Step(obs=obs, reward=np.zeros(n, np.float32), terminated=ended, truncated=np.zeros(n, dtype=bool),
+                final_obs=final)
+
+
+def _one_hot_ngu(num_envs, cells=4, normalise=False, **kw):
+    """An NGU source whose embedding is fixed: the one-hot code of the cell number in obs[:, 0];
+    raw kernel rewards unless ``normalise``."""
+    src = NGUSource((1,), num_actions=3, num_envs=num_envs, device=torch.device("cpu"), embed_dim=cells,
+                    normalise=normalise, **kw)
+    src.idm.embed = lambda obs: np.eye(cells, dtype=np.float32)[np.asarray(obs)[:, 0]]
+    return src
+
+
+def test_ngu_revisit_within_episode_earns_less_than_a_new_cell():
+    src = _one_hot_ngu(1)
+    a, b, new = [[0]], [[1]], [[2]]  # distinct one-hot cells: d² = 2 between any two, 0 to itself
+    acts = np.zeros(1, dtype=np.int64)
+    # reset at a (stored, not scored). a -> b: memory {a}, d² = [2]; mean 2; d_n = 1 - ξ = 0.992
+    # K = 1e-4/0.9921; r = 1/(sqrt(K) + c) = 90.5819
+    r1 = src.rewards(np.array(a), acts, _step(b))
+    assert r1[0] == pytest.approx(90.58187960577563, rel=1e-6)
+    # b -> a (revisit): memory {a, b}, d² = [0, 2]; mean over [2, 0, 2] = 4/3; d_n = [0, 1.492]
+    # K = [1, 1e-4/1.4921]; r = 1/(sqrt(1.0000670) + c) = 0.998968
+    r2 = src.rewards(np.array(b), acts, _step(a))
+    assert r2[0] == pytest.approx(0.9989675577816484, rel=1e-6)
+    # a -> new: memory {a, b, a}, d² = [2, 2, 2]; mean over [2, 0, 2, 2, 2, 2] = 5/3
+    # d_n = 1.2 - ξ = 1.192 each; ΣK = 3e-4/1.1921; r = 1/(sqrt(ΣK) + c) = 59.299
+    r3 = src.rewards(np.array(a), acts, _step(new))
+    assert r3[0] == pytest.approx(1 / (math.sqrt(3e-4 / 1.1921) + C), rel=1e-6)
+    assert r2[0] < r3[0] < r1[0]
+    assert r1.dtype == np.float32 and src.memory.sizes[0] == 4
+
+
+def test_ngu_episode_end_scores_final_obs_then_restarts_memory_with_reset_obs():
+    src = _one_hot_ngu(2)
+    acts = np.zeros(2, dtype=np.int64)
+    # both copies start in cell 0. Copy 0 moves to 1; copy 1's episode ends back in cell 0
+    # (final_obs) and the new episode starts in cell 3 (step.obs).
+    step = _step([[1], [3]], ended=[False, True], final_obs=[[1], [0]])
+    r = src.rewards(np.array([[0], [0]]), acts, step)
+    # d² = [2] (copy 0) and [0] (copy 1: final_obs, not the reset obs 3 whose d² would be 2)
+    # mean 1. copy 0: d_n = 2 - ξ = 1.992, K = 1e-4/1.9921, r = 1/(sqrt(K) + c);
+    # copy 1: d_n = 0, K = 1, r = 1/(1 + c)
+    np.testing.assert_allclose(r, [1 / (math.sqrt(1e-4 / 1.9921) + C), 1 / (1 + C)], rtol=1e-6)
+    # copy 1's memory was emptied and holds only its new episode's first embedding
+    assert src.memory.sizes.tolist() == [2, 1]
+    np.testing.assert_array_equal(src.memory.memory[1, 0], [0, 0, 0, 1])
+    # staying in the reset cell scores against that one entry (d² = 0): 1/(1 + c), never 1/c
+    r = src.rewards(np.array([[1], [3]]), acts, _step([[1], [3]]))
+    assert r[1] == pytest.approx(1 / (1 + C), rel=1e-6) and r.max() < 1 / C
+    assert src.memory.sizes.tolist() == [3, 2]
+
+
+def test_ngu_resume_reseeds_memories():
+    src = _one_hot_ngu(1)
+    acts = np.zeros(1, dtype=np.int64)
+    src.rewards(np.array([[0]]), acts, _step([[1]]))
+    other = _one_hot_ngu(1)
+    other.load_state_dict(src.state_dict())
+    assert other.memory.sizes[0] == 0 and other.memory.d2_mean.count == 1
+    # the first step after a resume stores the loop's reset observation first: not 1/c
+    r = other.rewards(np.array([[2]]), acts, _step([[2]]))
+    assert r[0] == pytest.approx(1 / (1 + C), rel=1e-6) and other.memory.sizes[0] == 2
+
+
+def test_ngu_normalise_divides_by_the_running_std_of_raw_rewards():
+    raw, scaled = _one_hot_ngu(2), _one_hot_ngu(2, normalise=True)
+    acts = np.zeros(2, dtype=np.int64)
+    seen, out = [], []
+    obs = np.array([[0], [0]])
+    for nxt in ([[1], [0]], [[0], [2]], [[3], [2]]):
+        r_raw = raw.rewards(obs, acts, _step(nxt))
+        r_scaled = scaled.rewards(obs, acts, _step(nxt))
+        seen.append(r_raw.astype(np.float64))
+        out.append(r_scaled)
+        # every raw reward so far, this step's included: r / sqrt(var + 1e-8), no mean removed
+        std = np.concatenate(seen).std()
+        np.testing.assert_allclose(r_scaled, r_raw / np.sqrt(std**2 + 1e-8), rtol=1e-5)
+        obs = np.array(nxt)
+    # step 1: copy 0 enters a new cell (d² = 2), copy 1 stays (d² = 0); mean 1
+    # raw: [1/(sqrt(1e-4/1.9921) + c), 1/(1 + c)] = [123.688, 0.999]; std = (123.688 - 0.999)/2 = 61.344
+    # scaled: [2.0163, 0.0163]
+    np.testing.assert_allclose(seen[0], [123.688, 0.999], rtol=1e-4)
+    np.testing.assert_allclose(out[0], [2.0163, 0.0163], rtol=1e-3)
+    other = _one_hot_ngu(2, normalise=True)
+    other.load_state_dict(scaled.state_dict())
+    assert other.reward_rms.count == 6 and other.reward_rms.var == pytest.approx(np.concatenate(seen).var())
+
+
+def test_ngu_rnd_is_ngu_times_the_modulation():
+    torch.manual_seed(0)
+    shape = (5, 5, 2)
+    plain = NGUSource(shape, num_actions=3, num_envs=2, device=torch.device("cpu"), normalise=False)
+    modulated = NGUSource(shape, num_actions=3, num_envs=2, device=torch.device("cpu"), lifelong=True,
+                          normalise=False)
+    modulated.idm.load_state_dict(plain.idm.state_dict())  # the same embedding f
+    rng = np.random.default_rng(0)
+    obs = rng.integers(0, 11, (2, *shape), dtype=np.uint8)
+    errors, mods = [], []
+    for t in range(6):
+        nxt = rng.integers(0, 11, (2, *shape), dtype=np.uint8)
+        ended = np.array([False, t == 2])
+        final = nxt.copy()
+        final[1] = rng.integers(0, 11, shape, dtype=np.uint8)
+        step = Step(obs=nxt, reward=np.zeros(2, np.float32), terminated=ended, truncated=np.zeros(2, dtype=bool),
+                    final_obs=final if ended.any() else nxt)
+        acts = rng.integers(0, 3, 2)
+        r_plain = plain.rewards(obs, acts, step)
+        r_mod = modulated.rewards(obs, acts, step)
+        # by hand: the RND error of x_{t+1} (final_obs where ended), its running mean/std over
+        # every error so far, α = 1 + (err - μ)/σ, clipped to [1, 5]
+        x_next = final if ended.any() else nxt
+        err = modulated.rnd.reward(x_next).double().numpy()
+        errors.append(err)
+        seen = np.concatenate(errors)
+        mod = np.clip(1 + (err - seen.mean()) / seen.std(), 1.0, 5.0)
+        mods.append(mod)
+        np.testing.assert_allclose(r_mod, r_plain * mod, rtol=1e-5)
+        obs = nxt
+    # two errors: μ their mean, σ half their gap, so the larger one has α = 2 exactly
+    assert mods[0].max() == pytest.approx(2.0)
+    assert np.concatenate(mods).min() == 1.0
+
+
+def test_ngu_learn_trains_embedding_and_predictor_every_train_every_calls():
+    torch.manual_seed(0)
+    shape = (5, 5, 2)
+    src = NGUSource(shape, num_actions=3, num_envs=2, device=torch.device("cpu"), lifelong=True, train_every=3)
+    rng = np.random.default_rng(0)
+    obs = rng.integers(0, 11, (2, *shape), dtype=np.uint8)
+    for _ in range(4):  # 8 transitions in the ring
+        nxt = rng.integers(0, 11, (2, *shape), dtype=np.uint8)
+        src.rewards(obs, rng.integers(0, 3, 2), _step(nxt))
+        obs = nxt
+    batch = tuple(torch.as_tensor(x) for x in (obs, np.zeros(2), np.zeros(2), np.ones(2), obs))
+    params = lambda: [p.detach().clone() for p in [*src.idm.parameters(), *src.rnd.parameters()]]  # noqa: E731
+    before = params()
+    target = [p.detach().clone() for p in src.rnd.target.parameters()]
+    src.learn(batch)
+    src.learn(batch)
+    assert all(torch.equal(a, b) for a, b in zip(params(), before))  # calls 1 and 2: no step
+    src.learn(batch)
+    after = params()
+    n_idm = len(list(src.idm.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(after[:n_idm], before[:n_idm]))  # f trained
+    assert any(not torch.equal(a, b) for a, b in zip(after[n_idm:], before[n_idm:]))  # predictor trained
+    assert all(torch.equal(a, b) for a, b in zip(src.rnd.target.parameters(), target))  # target frozen
+    assert src.learn_calls == 3
+
+
+def test_make_source_builds_ngu_objectives():
+    class Env:
+        env_id, obs_shape, num_actions, num_envs = "MiniGrid-Empty-5x5-v0", (5, 5, 2), 7, 3
+
+    ngu = make_source("ngu", Env(), lr=1e-4, feature_dim=16, device=torch.device("cpu"), k=5)
+    assert isinstance(ngu, NGUSource) and not ngu.lifelong and ngu.memory.k == 5 and ngu.memory.num_envs == 3
+    both = make_source("ngu+rnd", Env(), lr=1e-4, feature_dim=16, device=torch.device("cpu"))
+    assert both.lifelong and both.rnd.predictor[-1].out_features == 16

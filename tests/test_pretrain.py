@@ -1,8 +1,11 @@
 """Reward-free pre-training through the shared loop: the learner sees only intrinsic reward."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from btcli.config import ConfigError, build_config, to_dict
 from btcli.loop import Trainer
@@ -74,3 +77,69 @@ def test_count_objective_on_atari_is_one_line(btcli, tmp_path):
     assert proc.returncode == 2
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "objective 'count' needs discrete grid cells" in lines[0]
+
+
+def test_ngu_never_scores_against_an_empty_memory(tmp_path):
+    trainer = make(tmp_path, **{"intrinsic.objective": "ngu"})
+    memory = trainer.intrinsic.memory
+    smallest_memory, stored = [], []
+    score, add = memory.add_and_reward, trainer.replay.add
+
+    def spy_score(embeddings):
+        smallest_memory.append(int(memory.sizes.min()))
+        return score(embeddings)
+
+    def spy_add(obs, actions, rewards, *rest):
+        stored.append(np.array(rewards))
+        return add(obs, actions, rewards, *rest)
+
+    memory.add_and_reward, trainer.replay.add = spy_score, spy_add
+    trainer.train()
+    rewards = np.concatenate(stored)
+    metrics = pd.read_csv(trainer.run.metrics_path)
+    assert len(metrics) >= 8  # many episode starts (Empty-5x5 ends within 100 steps)
+    # every transition was scored against at least the episode's first observation, so the
+    # empty-memory score 1/c = 1000 never reached the learner
+    assert min(smallest_memory) >= 1 and len(smallest_memory) == 1_600 // 4
+    assert rewards.dtype == np.float32 and rewards.min() > 0 and rewards.max() < 1000.0
+    assert (metrics["intrinsic_return"] > 0).all()
+
+
+def test_ngu_rnd_state_survives_a_checkpoint(tmp_path):
+    first = make(tmp_path, **{"intrinsic.objective": "ngu+rnd"})
+    first.train()
+    src = first.intrinsic
+    assert src.learn_calls == first.learner.updates > 0 and src.memory.d2_mean.count > 0
+    second = Trainer(first.cfg, first.run, progress=False)
+    fresh = {k: v.clone() for k, v in second.intrinsic.idm.state_dict().items()}  # before restore
+    assert second.restore() == 1_600
+    got = second.intrinsic
+    for a, b, c in zip(got.idm.parameters(), src.idm.parameters(), fresh.values()):
+        assert torch.equal(a, b) and not torch.equal(b, c)  # trained, and restored
+    for a, b in zip(got.rnd.predictor.parameters(), src.rnd.predictor.parameters()):
+        assert torch.equal(a, b)
+    for a, b in zip(got.rnd.target.parameters(), src.rnd.target.parameters()):
+        assert torch.equal(a, b)
+    opt_got, opt_src = got.optimizer.state_dict()["state"], src.optimizer.state_dict()["state"]
+    assert opt_got.keys() == opt_src.keys() and len(opt_src) > 0
+    for key in opt_src:
+        for name in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(opt_got[key][name], opt_src[key][name])
+    assert got.memory.d2_mean.mean == src.memory.d2_mean.mean and got.memory.d2_mean.count == src.memory.d2_mean.count
+    assert got.error_rms.count == src.error_rms.count > 0 and got.error_rms.var == src.error_rms.var
+    np.testing.assert_array_equal(got.rnd.obs_rms.mean, src.rnd.obs_rms.mean)
+    assert got.rnd.reward_rms.count == src.rnd.reward_rms.count
+    assert got.learn_calls == src.learn_calls
+    assert got.reward_rms.count == src.reward_rms.count > 0 and got.reward_rms.var == src.reward_rms.var
+    assert got.memory.sizes.tolist() == [0] * 4  # a resumed run starts new episodes
+
+
+def test_pretrain_ngu_through_the_cli(btcli, tmp_path):
+    out = tmp_path / "ngu"
+    btcli("pretrain", "--objective", "ngu", "--env", "MiniGrid-Empty-5x5-v0", "--steps", "1600", "--seed", "0",
+          "--out", str(out), "--set", "threads=1", "--set", "eval_episodes=2", "--set", "agent.learning_starts=400",
+          "--quiet", check=True)
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert len(metrics) >= 8 and (metrics["intrinsic_return"] > 0).all()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["objective"] == "ngu" and summary["steps"] == 1_600

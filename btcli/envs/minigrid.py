@@ -83,6 +83,10 @@ class MiniGridVecEnv(SequentialVecEnv):
         import gymnasium as gym
         import minigrid  # noqa: F401  (registers the ids)
 
+        from btcli.envs.tasks import register_tasks
+
+        register_tasks()
+
         self.env_id = cfg.id
         self.num_envs = cfg.num_envs
         self.verify = verify  # test aid: compare every incremental update with a full encode

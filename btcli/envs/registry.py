@@ -34,7 +34,10 @@ def _registered() -> tuple[str, ...]:
     import gymnasium as gym
     import minigrid  # noqa: F401
 
+    from btcli.envs.tasks import register_tasks
+
     gym.register_envs(ale_py)
+    register_tasks()
     return tuple(gym.registry.keys())
 
 

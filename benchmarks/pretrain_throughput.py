@@ -1,0 +1,122 @@
+"""Pre-training throughput: `btcli pretrain` with each intrinsic objective against `transfer --mode scratch`.
+
+Every variant runs btcli's own loop (the Trainer) on the same environment with the same
+learner settings (the domain preset, batch 32, one update every 4 environment steps), each in a
+fresh process, so the ratios hold when the machine's speed drifts. Steps per second are
+measured only after learning starts (the random warm-up is not counted): between the first
+train.csv row after learning starts and the last one. The objectives add their reward
+computation per vector step and their own training (RND predictor, NGU's inverse dynamics)
+per gradient update.
+
+    python benchmarks/pretrain_throughput.py                                   # FourRooms
+    python benchmarks/pretrain_throughput.py --env ALE/MontezumaRevenge-v5 --measure 2000
+    python benchmarks/pretrain_throughput.py --variants scratch,ngu+rnd --threads 1 --repeats 3
+
+``count`` needs grid cells and is skipped on Atari. On a shared or busy machine use
+``--repeats``: the variants then run in turn, round after round, and the median of each is
+reported (with the range), so a slow spell hits every variant alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+VARIANTS = ("scratch", "count", "rnd", "ngu", "ngu+rnd")
+
+
+def run_variant(variant: str, env_id: str, warmup: int, measure: int, seed: int, threads: int, num_envs: int,
+                device: str) -> dict:
+    import pandas as pd
+
+    from btcli.config import build_config, to_dict
+    from btcli.loop import Trainer
+    from btcli.runs import RunDir
+
+    log_every = 500
+    overrides = {
+        "env.id": env_id, "env.num_envs": num_envs, "steps": warmup + measure, "seed": seed,
+        "threads": threads, "device": device, "agent.learning_starts": warmup,
+        "agent.batch_size": 32, "agent.train_freq": 4,
+        "train_log_every": log_every, "checkpoint_every": 10**9, "eval_episodes": 0,
+        "agent.buffer_size": max(10_000, warmup + measure + 1000),
+    }
+    if variant != "scratch":
+        overrides |= {"command": "pretrain", "intrinsic.objective": variant}
+    cfg = build_config(overrides)
+    with tempfile.TemporaryDirectory() as tmp:
+        run = RunDir.create(Path(tmp) / "run", to_dict(cfg), ["benchmark"])
+        trainer = Trainer(cfg, run, progress=False)
+        trainer.train()
+        rows = pd.read_csv(run.train_path)
+    rows = rows[rows["step"] >= warmup + log_every]
+    steps = rows["step"].iloc[-1] - rows["step"].iloc[0]
+    seconds = rows["time"].iloc[-1] - rows["time"].iloc[0]
+    return {"sps": steps / seconds, "num_envs": num_envs, "device": str(trainer.device)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--env", action="append", help="env id (repeatable; default MiniGrid-FourRooms-v0)")
+    p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated: scratch and objectives")
+    p.add_argument("--warmup", type=int, default=None, help="random steps before learning (default 1000 Atari, 2000 grid)")
+    p.add_argument("--measure", type=int, default=None, help="steps timed after learning starts (default 2000 Atari, 20000 grid)")
+    p.add_argument("--num-envs", type=int, default=4)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeats", type=int, default=1, help="rounds over all variants; the median is reported")
+    p.add_argument("--variant", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.threads == 0:
+        args.threads = len(os.sched_getaffinity(0))
+    if args.variant:
+        result = run_variant(args.variant, args.env[0], args.warmup, args.measure, args.seed, args.threads,
+                             args.num_envs, args.device)
+        print("RESULT " + json.dumps(result))
+        return
+    envs = args.env or ["MiniGrid-FourRooms-v0"]
+    print(f"# machine: {os.cpu_count()} CPUs, torch threads {args.threads}, device {args.device}")
+    for env_id in envs:
+        atari = env_id.startswith("ALE/")
+        warmup = args.warmup or (1000 if atari else 2000)
+        measure = args.measure or (2000 if atari else 20000)
+        variants = [v for v in args.variants.split(",") if not (v == "count" and atari)]
+        sps: dict[str, list[float]] = {v: [] for v in variants}
+        for _ in range(args.repeats):
+            for variant in variants:
+                cmd = [sys.executable, __file__, "--variant", variant, "--env", env_id, "--warmup", str(warmup),
+                       "--measure", str(measure), "--num-envs", str(args.num_envs), "--threads", str(args.threads),
+                       "--device", args.device, "--seed", str(args.seed)]
+                # one BLAS thread for every variant, as benchmarks/train_throughput.py: threaded OpenBLAS
+                # spinning beside torch's OpenMP threads slows both
+                env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+                proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+                line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+                if proc.returncode != 0 or not line:
+                    print(f"{env_id} {variant}: FAILED\n{proc.stderr[-2000:]}")
+                    continue
+                sps[variant].append(json.loads(line[0][7:])["sps"])
+        med = {v: statistics.median(x) for v, x in sps.items() if x}
+        base = med.get("scratch")
+        rounds = f", median of {args.repeats} rounds" if args.repeats > 1 else ""
+        print(f"\n{env_id}: steps/s after learning starts ({measure} steps after {warmup} warm-up, "
+              f"{args.num_envs} envs, batch 32, 1 update / 4 steps{rounds})")
+        for variant, value in med.items():
+            label = "transfer scratch" if variant == "scratch" else f"pretrain {variant}"
+            ratio = f"{value / base:5.2f}x scratch" if base else ""
+            spread = f"  (range {min(sps[variant]):.1f}-{max(sps[variant]):.1f})" if args.repeats > 1 else ""
+            print(f"  {label:18s} {value:9.1f} steps/s  {ratio}{spread}")
+
+
+if __name__ == "__main__":
+    main()
