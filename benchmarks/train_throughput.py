@@ -22,12 +22,13 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from loop_timing import time_btcli_loop  # noqa: E402  (benchmarks/, beside this script)
 
 VARIANTS = ("textbook", "btcli-fp32", "btcli-bf16")
 
@@ -93,30 +94,8 @@ def run_textbook(env_id: str, warmup: int, measure: int, seed: int, threads: int
 
 def run_btcli(env_id: str, warmup: int, measure: int, seed: int, threads: int, precision: str,
               num_envs: int, device: str, double: bool) -> dict:
-    import pandas as pd
-
-    from btcli.config import build_config, to_dict
-    from btcli.loop import Trainer
-    from btcli.runs import RunDir
-
-    log_every = 500
-    cfg = build_config({
-        "env.id": env_id, "env.num_envs": num_envs, "steps": warmup + measure, "seed": seed,
-        "threads": threads, "device": device, "agent.precision": precision,
-        "agent.learning_starts": warmup, "agent.double": double, "agent.batch_size": 32, "agent.train_freq": 4,
-        "train_log_every": log_every, "checkpoint_every": 10**9, "eval_episodes": 0,
-        "agent.buffer_size": max(10_000, warmup + measure + 1000),
-    })
-    with tempfile.TemporaryDirectory() as tmp:
-        run = RunDir.create(Path(tmp) / "run", to_dict(cfg), ["benchmark"])
-        trainer = Trainer(cfg, run, progress=False)
-        trainer.train()
-        rows = pd.read_csv(run.train_path)
-    # time between the first log row after learning starts and the last one
-    rows = rows[rows["step"] >= warmup + log_every]
-    steps = rows["step"].iloc[-1] - rows["step"].iloc[0]
-    seconds = rows["time"].iloc[-1] - rows["time"].iloc[0]
-    return {"sps": steps / seconds, "num_envs": num_envs, "device": str(trainer.device)}
+    return time_btcli_loop({"env.id": env_id, "env.num_envs": num_envs, "seed": seed, "threads": threads,
+                            "device": device, "agent.precision": precision, "agent.double": double}, warmup, measure)
 
 
 def child(args) -> None:
