@@ -33,6 +33,20 @@ def epsilon_greedy(greedy: np.ndarray, epsilon: float, num_actions: int, rng: np
     return np.where(explore, random_actions, greedy)
 
 
+def handing_off(act: Actor, pretrained: Actor, handoff: int) -> Actor:
+    """A policy over learner actions whose index ``handoff`` means "π_p chooses" (for evaluation)."""
+
+    def policy(obs: np.ndarray) -> np.ndarray:
+        actions = act(obs)
+        handed = actions == handoff
+        if handed.any():
+            actions = actions.copy()
+            actions[handed] = pretrained(obs)[handed]
+        return actions
+
+    return policy
+
+
 def capped_zeta(rng: np.random.Generator, mu: float, cap: int, size: int) -> np.ndarray:
     """Flight durations n ~ zeta(mu), P(n) = n^-mu / ζ(mu) for n >= 1, capped at ``cap``.
 
@@ -120,6 +134,22 @@ class FlightBehaviour:
             self._land(landed)
         self._count(who)
         return actions, who
+
+    def hand_off(self, obs: np.ndarray, actions: np.ndarray, who: np.ndarray, pretrained: Actor) -> np.ndarray:
+        """Environment actions when the learner's last action means "let π_p act this step"
+        (``transfer.pretrained_action``): those steps take π_p's action and count as π_p's.
+        ``actions`` (the learner's choices, what replay stores) is left as it is; ``who`` is updated."""
+        handed = actions == self.num_actions - 1
+        if not handed.any():
+            return actions
+        env_actions = actions.copy()
+        env_actions[handed] = pretrained(obs)[handed]
+        moved = np.bincount(who[handed], minlength=3)
+        for counts in (self.stats.steps, self.total_steps):
+            counts -= moved
+            counts[PRETRAINED] += int(handed.sum())
+        who[handed] = PRETRAINED
+        return env_actions
 
     def end_episodes(self, ended: np.ndarray) -> None:
         """Flights never outlive an episode: those of copies whose episode ``ended`` stop now."""

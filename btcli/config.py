@@ -101,6 +101,8 @@ class TransferConfig:
     flight_mu: float = _f(2.0, "exponent of the zeta law of flight durations, P(n) ∝ n^-mu")
     flight_cap: int = _f(100, "longest flight in steps (zeta(2) has an infinite mean)")
     random_flight_share: float = _f(0.0, "bt, bt+ft: share of flights that repeat a random action instead of following π_p")
+    pretrained_action: bool = _f(False, "ft, bt, bt+ft: one more learner action that hands the step to π_p; Q_θ "
+                                 "learns its value (exploitation through π_p, the paper's v1)")
     ft_layers: str = _f("all", "ft, bt+ft: copy 'all' pre-trained weights, or the 'torso' only with a fresh Q head")
     freeze: str = _f("none", "ft, bt+ft: weights kept frozen while training: 'none' or 'torso'")
 
@@ -191,6 +193,8 @@ class RunConfig:
         if self.mode not in PRETRAINED_MODES and t.pretrained:
             raise ConfigError(f"mode '{self.mode}' does not use a pre-trained run, but transfer.pretrained is "
                               f"'{t.pretrained}'; drop --pretrained or choose mode ft, bt or bt+ft")
+        if t.pretrained_action and self.mode not in PRETRAINED_MODES:
+            raise ConfigError(f"transfer.pretrained_action needs a pre-trained policy: modes ft, bt or bt+ft, not '{self.mode}'")
         if self.mode not in ("ft", "bt+ft") and (t.freeze != "none" or t.ft_layers != "all"):
             raise ConfigError(f"transfer.ft_layers / transfer.freeze only apply to modes ft and bt+ft, not '{self.mode}'")
 

@@ -9,11 +9,13 @@ from typing import Any
 import numpy as np
 
 from btcli.agent.networks import build_q_network
+from btcli.behaviour import handing_off
 from btcli.config import from_dict
 from btcli.envs import make_vec_env
 from btcli.errors import BtcliError
 from btcli.evaluation import evaluate, greedy_actor
 from btcli.loop import checkpoint_identity
+from btcli.pretrained import load_pretrained
 from btcli.runs import EVAL_COLUMNS, CsvLog, RunDir, load_checkpoint
 from btcli.runtime import configure_torch, resolve_device
 
@@ -53,11 +55,16 @@ def evaluate_run(run_dir: Path, *, episodes: int, checkpoint: str | None, epsilo
             raise BtcliError(f"checkpoint '{path}' was trained with {key}={state.get(key)!r}, "
                              f"but the evaluation env has {value!r}; it cannot be evaluated here")
     a = cfg.agent
-    net = build_q_network(env.obs_shape, env.num_actions, torso=a.torso, hidden=a.hidden, dueling=a.dueling)
+    extra = int(cfg.transfer.pretrained_action)
+    net = build_q_network(env.obs_shape, env.num_actions + extra, torso=a.torso, hidden=a.hidden, dueling=a.dueling)
     net.load_state_dict(state["learner"]["online"])
     net.to(dev).eval()
     eps = cfg.explore.eps_eval if epsilon is None else epsilon
     act = greedy_actor(net, dev)
+    if extra:  # the learner's last action hands the step to π_p: load exactly the pinned checkpoint
+        pinned = run.read_config()["provenance"]["pretrained"]
+        pre = load_pretrained(pinned["checkpoint"], sha256=pinned["sha256"], device=str(dev))
+        act = handing_off(act, greedy_actor(pre.network(env.obs_shape, env.num_actions, dev), dev), env.num_actions)
     results = evaluate(act, env, episodes, eps, seed=seed)
     env.close()
     step = int(state["step"])

@@ -16,7 +16,7 @@ import torch
 from btcli.agent.dqn import DQNLearner
 from btcli.agent.networks import build_q_network
 from btcli.agent.replay import ReplayBuffer
-from btcli.behaviour import PRETRAINED, RANDOM, FlightBehaviour, FlightSpec, linear_schedule
+from btcli.behaviour import PRETRAINED, RANDOM, FlightBehaviour, FlightSpec, handing_off, linear_schedule
 from btcli.config import RunConfig, to_dict
 from btcli.envs import make_vec_env
 from btcli.envs.base import coverage_key
@@ -75,13 +75,15 @@ class Trainer:
         self.rng = seed_everything(cfg.seed)
         self.env = make_vec_env(cfg.env, seed=cfg.seed)
         a = cfg.agent
-        net = build_q_network(self.env.obs_shape, self.env.num_actions, torso=a.torso, hidden=a.hidden,
+        # transfer.pretrained_action: one more learner action, "let π_p choose this step"
+        self.learner_actions = self.env.num_actions + int(cfg.transfer.pretrained_action)
+        net = build_q_network(self.env.obs_shape, self.learner_actions, torso=a.torso, hidden=a.hidden,
                               dueling=a.dueling, channels_last=a.channels_last and self.device.type == "cpu")
         self.learner = DQNLearner(net, lr=a.lr, adam_eps=a.adam_eps, double=a.double,
                                   max_grad_norm=a.max_grad_norm, precision=a.precision, device=self.device)
         self.replay = ReplayBuffer(a.buffer_size, cfg.env.num_envs, self.env.obs_shape, self.env.obs_dtype,
                                    frame_stack=self.env.frame_stack, n_step=a.n_step, gamma=a.gamma,
-                                   seed=cfg.seed, num_actions=self.env.num_actions)
+                                   seed=cfg.seed, num_actions=self.learner_actions)
         self.pretrained, self.pretrained_act = None, None
         if cfg.transfer.pretrained:
             self._use_pretrained(pretrained)
@@ -90,7 +92,7 @@ class Trainer:
         self.behaviour = FlightBehaviour(
             FlightSpec(source=flights, start=t.flight_start, prob=t.flight_prob, mu=t.flight_mu, cap=t.flight_cap,
                        random_share=t.random_flight_share),
-            cfg.env.num_envs, self.env.num_actions, self.rng)
+            cfg.env.num_envs, self.learner_actions, self.rng)
         self.counters = Counters(next_target_sync=a.learning_starts, next_eval=cfg.eval_every or cfg.steps + 1,
                                  next_checkpoint=cfg.checkpoint_every, next_train_log=cfg.train_log_every)
         obj = cfg.intrinsic
@@ -118,10 +120,11 @@ class Trainer:
         pretrained.check_task(checkpoint_identity(cfg, self.env), allow_other_env=cfg.transfer.allow_other_env)
         if cfg.mode in ("ft", "bt+ft"):
             pretrained.check_architecture(to_dict(cfg.agent))
-            copy_weights(self.learner.online, pretrained.state["learner"]["online"], cfg.transfer.ft_layers)
+            copy_weights(self.learner.online, pretrained.state["learner"]["online"], cfg.transfer.ft_layers,
+                         extra_actions=int(cfg.transfer.pretrained_action))
             self.learner.sync_target()
             freeze(self.learner.online, cfg.transfer.freeze)
-        if cfg.mode in ("bt", "bt+ft"):
+        if cfg.mode in ("bt", "bt+ft") or cfg.transfer.pretrained_action:
             net = pretrained.network(self.env.obs_shape, self.env.num_actions, self.device)
             self.pretrained_act = greedy_actor(net, self.device)
         if not recorded:
@@ -230,8 +233,11 @@ class Trainer:
             while c.env_steps < cfg.steps:
                 eps = self.epsilon()
                 actions, who = self.behaviour.act(obs, eps, act, self.pretrained_act)
+                env_actions = actions
+                if cfg.transfer.pretrained_action:
+                    env_actions = self.behaviour.hand_off(obs, actions, who, self.pretrained_act)
                 ep_who[rows, who] += 1
-                step = self.env.step(actions)
+                step = self.env.step(env_actions)
                 if self.intrinsic is None:
                     rewards = np.clip(step.reward, -clip, clip) if clip > 0 else step.reward
                 else:  # pre-training: the learner never sees the task's reward
@@ -361,6 +367,8 @@ class Trainer:
             self._eval_env = make_vec_env(cfg.env, seed=cfg.seed + 1_000_003)
         step = self.counters.env_steps
         act = greedy_actor(self.learner.online, self.device)
+        if cfg.transfer.pretrained_action:
+            act = handing_off(act, self.pretrained_act, self.env.num_actions)
         results = evaluate(act, self._eval_env, cfg.eval_episodes, cfg.explore.eps_eval,
                            seed=cfg.seed + 1_000_003 + step, should_stop=stop)
         if results is None:

@@ -122,14 +122,22 @@ def load_pretrained(path: str | Path, *, sha256: str | None = None, device: str 
     return Pretrained(run=run, checkpoint=checkpoint, state=state)
 
 
-def copy_weights(target: QNetwork, source_state: dict[str, torch.Tensor], layers: str) -> list[str]:
+def copy_weights(target: QNetwork, source_state: dict[str, torch.Tensor], layers: str, extra_actions: int = 0
+                 ) -> list[str]:
     """Copy pre-trained weights into ``target``: 'all', or 'torso' (the head keeps its fresh init).
-    Returns the names of the copied tensors."""
+    With ``extra_actions`` the target's head has that many more outputs; they keep their fresh
+    init and the pre-trained rows fill the others. Returns the names of the copied tensors."""
     wanted = {k: v for k, v in source_state.items() if layers == "all" or k.startswith("torso.")}
     own = target.state_dict()
-    for name, value in wanted.items():
-        if name not in own or own[name].shape != value.shape:
+    for name, value in list(wanted.items()):
+        if name not in own:
             raise PretrainedError(f"pre-trained weight '{name}' does not fit this network; the architectures differ")
+        if own[name].shape != value.shape:
+            grown = extra_actions and name.startswith("head.advantage.") and \
+                own[name].shape[0] == value.shape[0] + extra_actions and own[name].shape[1:] == value.shape[1:]
+            if not grown:
+                raise PretrainedError(f"pre-trained weight '{name}' does not fit this network; the architectures differ")
+            wanted[name] = torch.cat([value.to(own[name].device), own[name][value.shape[0]:]])
     missing = [k for k in own if k not in wanted and (layers == "all" or k.startswith("torso."))]
     if missing:
         raise PretrainedError(f"pre-trained checkpoint lacks weights {missing[:3]}; the architectures differ")

@@ -146,3 +146,18 @@ def test_state_dict_round_trip_keeps_whole_run_counts():
     again.load_state_dict(beh.state_dict())
     assert again.totals() == beh.totals()
     assert sum(again.total_steps) == 800
+
+
+def test_hand_off_lets_pi_choose_and_moves_the_counts():
+    from btcli.behaviour import handing_off
+
+    beh = FlightBehaviour(FlightSpec(), 4, 5, np.random.default_rng(10))  # 4 env actions + the hand-off
+    obs = np.arange(4)[:, None]
+    actions, who = beh.act(obs, 0.0, lambda o: np.array([4, 1, 4, 2]))
+    pi = lambda o: o[:, 0] % 4  # noqa: E731
+    env_actions = beh.hand_off(obs, actions, who, pi)
+    assert env_actions.tolist() == [0, 1, 2, 2] and actions.tolist() == [4, 1, 4, 2]
+    assert who.tolist() == [PRETRAINED, LEARNER, PRETRAINED, LEARNER]
+    assert beh.totals()["behaviour_share"] == {"learner": 0.5, "pretrained": 0.5, "random": 0.0}
+    # the evaluation policy does the same translation
+    assert handing_off(lambda o: np.array([4, 1, 4, 2]), pi, 4)(obs).tolist() == [0, 1, 2, 2]

@@ -183,3 +183,28 @@ def test_finetune_command_is_mode_ft_with_its_own_knobs(btcli, tmp_path, pretrai
     assert cfg["transfer"]["ft_layers"] == "torso" and cfg["transfer"]["freeze"] == "torso"
     summary = json.loads(proc.stdout)
     assert summary["pretrained"]["sha256"] == cfg["provenance"]["pretrained"]["sha256"]
+
+
+def test_pretrained_action_hands_steps_to_pi_and_is_learned(tmp_path, pretrained_run, btcli):
+    trainer = make(tmp_path, "bt+ft", pretrained_run, **{"transfer.pretrained_action": True})
+    n_env_actions = trainer.env.num_actions
+    assert trainer.learner.online.head.advantage.out_features == n_env_actions + 1
+    # FT fills the pre-trained rows of the grown head; the hand-off row keeps its fresh init
+    source = pretrained_weights(pretrained_run)
+    adv = trainer.learner.online.state_dict()["head.advantage.weight"]
+    assert torch.equal(adv[:n_env_actions], source["head.advantage.weight"])
+    sent, stored = [], []
+    step, add = trainer.env.step, trainer.replay.add
+    trainer.env.step = lambda a: (sent.append(np.array(a)), step(a))[1]
+    trainer.replay.add = lambda obs, actions, *rest: (stored.append(np.array(actions)), add(obs, actions, *rest))[1]
+    summary = trainer.train()
+    sent, stored = np.concatenate(sent), np.concatenate(stored)
+    assert sent.max() < n_env_actions  # the environment never sees the hand-off action
+    assert (stored == n_env_actions).any()  # replay keeps it, so Q_θ learns its value
+    assert summary["behaviour_share"]["pretrained"] > 0
+    # `btcli evaluate` rebuilds the grown network and π_p from the pinned checkpoint
+    proc = btcli("evaluate", str(trainer.run.path), "--episodes", "2", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["episodes"] == 2
+    with pytest.raises(ConfigError, match="pretrained_action needs a pre-trained policy"):
+        build_config(BASE | {"transfer.pretrained_action": True})
