@@ -198,13 +198,14 @@ def test_disk_full_is_one_line_and_keeps_the_last_checkpoint(small_disk, btcli):
             "--set", "eval_episodes=0", "--set", "threads=1"]
     assert btcli(*args, "--steps", "2000", "-q").returncode == 0
     filler = small_disk / "filler"
-    with open(filler, "wb") as fh:  # fill the disk to the last byte
-        try:
-            while True:
-                fh.write(b"\0" * 65536)
-                fh.flush()
-        except OSError:
-            pass
+    # fill the disk to the last byte; unbuffered, so closing has no leftover bytes to fail on
+    with open(filler, "wb", buffering=0) as fh:
+        for size in (65536, 4096, 1):
+            try:
+                while True:
+                    fh.write(b"\0" * size)
+            except OSError:
+                pass
     full = btcli(*args, "--steps", "4000", "--resume", "-q")
     assert full.returncode == 2
     lines = [ln for ln in full.stderr.splitlines() if ln.strip()]
