@@ -26,11 +26,17 @@ def linear_schedule(start: float, end: float, duration: int, step: int) -> float
     return start + (end - start) * (step / duration)
 
 
-def epsilon_greedy(greedy: np.ndarray, epsilon: float, num_actions: int, rng: np.random.Generator) -> np.ndarray:
-    """Replace each greedy action by a uniform random one with probability ``epsilon``."""
+def epsilon_greedy_explored(greedy: np.ndarray, epsilon: float, num_actions: int, rng: np.random.Generator
+                            ) -> tuple[np.ndarray, np.ndarray]:
+    """Each greedy action replaced by a uniform random one with probability ``epsilon``; and which were."""
     explore = rng.random(greedy.shape[0]) < epsilon
     random_actions = rng.integers(0, num_actions, size=greedy.shape[0])
-    return np.where(explore, random_actions, greedy)
+    return np.where(explore, random_actions, greedy).astype(np.int64), explore
+
+
+def epsilon_greedy(greedy: np.ndarray, epsilon: float, num_actions: int, rng: np.random.Generator) -> np.ndarray:
+    """Replace each greedy action by a uniform random one with probability ``epsilon``."""
+    return epsilon_greedy_explored(greedy, epsilon, num_actions, rng)[0]
 
 
 def handing_off(act: Actor, pretrained: Actor, handoff: int) -> Actor:
@@ -189,9 +195,7 @@ class FlightBehaviour:
                       ) -> tuple[np.ndarray, np.ndarray]:
         n = self.num_envs
         greedy = learner(obs) if epsilon < 1.0 and acting.any() else np.zeros(n, dtype=np.int64)
-        explore = self.rng.random(n) < epsilon
-        random_actions = self.rng.integers(0, self.num_actions, size=n)
-        actions = np.where(explore, random_actions, greedy).astype(np.int64)
+        actions, explore = epsilon_greedy_explored(greedy, epsilon, self.num_actions, self.rng)
         who = np.where(explore, RANDOM, LEARNER).astype(np.int64)
         if self.spec.source == "none":
             self._count(who)
