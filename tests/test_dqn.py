@@ -36,6 +36,27 @@ def test_networks_shapes():
     assert grid(obs).shape == (3, 7)
 
 
+def test_gridconv_features_move_with_the_grid():
+    import pytest
+
+    torch.manual_seed(0)
+    net = build_q_network((11, 11, 2), 7, torso="gridconv", hidden=16)
+    obs = torch.ones(2, 11, 11, 2, dtype=torch.uint8)  # empty cells (type 1, state 0)
+    obs[0, 4, 4] = torch.tensor([10, 5])  # agent facing down on a visited cell, at x=4
+    obs[1, 4, 5] = torch.tensor([10, 5])  # the same, one cell to the right
+    assert net(obs).shape == (2, 7)
+    inner = obs[:, 1:-1, 1:-1]
+    codes = inner[..., 0].long() * 8 + inner[..., 1].long()
+    cells = net.torso.cell_codes[codes].permute(0, 3, 1, 2)
+    maps = net.torso.convs[:-1](cells)  # [2, C, 9, 9] before flattening
+    # two 3x3 layers: columns 0-1 and 7-8 see the zero padding; elsewhere the second grid's
+    # feature maps are the first's shifted right by one column
+    assert torch.allclose(maps[1, :, :, 3:7], maps[0, :, :, 2:6], atol=1e-6)
+    assert not torch.allclose(maps[1, :, :, 2:6], maps[0, :, :, 2:6], atol=1e-3)
+    with pytest.raises(ValueError, match="gridconv"):
+        build_q_network((4, 84, 84), 6, torso="gridconv")
+
+
 def test_update_moves_q_towards_target_and_sync_copies():
     torch.manual_seed(0)
     net = build_q_network((3, 3, 2), 2, hidden=16)

@@ -84,6 +84,34 @@ class GridMLP(nn.Module):
         return self.mlp(_SmallVocabLookup.apply(codes, self.cell_codes))
 
 
+class GridConv(nn.Module):
+    """Convolutional torso for MiniGrid's compact grid [B, H, W, 2].
+
+    The same cell lookup as :class:`GridMLP`, then two 3x3 convolutions (padding 1) before the
+    fully connected layer. The convolutions see "the cell ahead is unvisited" wherever the agent
+    stands, so a coverage policy learned in one part of the grid carries over to the others,
+    which an MLP over the flattened grid has to learn cell by cell.
+    """
+
+    def __init__(self, obs_shape: tuple[int, ...], hidden: int = 256, cell_dim: int = 8, channels: int = 16):
+        super().__init__()
+        height, width = obs_shape[0] - 2, obs_shape[1] - 2
+        self.cell_codes = nn.Parameter(torch.randn(GRID_OBJECT_TYPES * GRID_STATES, cell_dim))
+        self.convs = nn.Sequential(
+            nn.Conv2d(cell_dim, channels, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(),
+            nn.Flatten(),
+        )
+        self.fc = nn.Sequential(nn.Linear(channels * height * width, hidden), nn.ReLU())
+        self.out_features = hidden
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        inner = obs[:, 1:-1, 1:-1]
+        codes = inner[..., 0].long() * GRID_STATES + inner[..., 1].long().clamp_(max=GRID_STATES - 1)
+        cells = _SmallVocabLookup.apply(codes, self.cell_codes).permute(0, 3, 1, 2)
+        return self.fc(self.convs(cells))
+
+
 class VectorMLP(nn.Module):
     """MLP torso for flat float observations."""
 
@@ -128,11 +156,15 @@ class QNetwork(nn.Module):
 
 def build_q_network(obs_shape: tuple[int, ...], num_actions: int, *, torso: str = "auto",
                     hidden: int = 256, dueling: bool = True, channels_last: bool = False) -> QNetwork:
-    """The Q-network for an observation shape: CNN for frame stacks, MLP for grids and vectors."""
+    """The Q-network for an observation shape: CNN for frame stacks, MLP for grids and vectors (or ``gridconv``)."""
     if torso == "auto":
         torso = "cnn" if len(obs_shape) == 3 and obs_shape[-1] == obs_shape[-2] == 84 else "mlp"
     if torso == "cnn":
         body: nn.Module = NatureCNN(obs_shape[0])
+    elif torso == "gridconv":
+        if not (len(obs_shape) == 3 and obs_shape[-1] == 2):
+            raise ValueError(f"torso 'gridconv' needs a MiniGrid grid observation [H, W, 2], not {list(obs_shape)}")
+        body = GridConv(obs_shape, hidden)
     elif len(obs_shape) == 3 and obs_shape[-1] == 2:
         body = GridMLP(obs_shape, hidden)
     else:
