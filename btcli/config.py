@@ -36,7 +36,8 @@ class ConfigError(BtcliError):
 class AgentConfig:
     """The DQN learner: network, targets and optimisation."""
 
-    torso: str = _f("auto", "'auto' (CNN for pixels, MLP for grids), 'cnn', 'mlp' or 'gridconv' (MiniGrid: 3x3 convolutions over the grid)")
+    torso: str = _f("auto", "'auto' (CNN for pixels, MLP for grids), 'cnn', 'mlp', or for MiniGrid 'gridconv' (3x3 "
+                     "convolutions over the grid) or 'gridego' (MLP over the grid centred on the agent, facing up)")
     hidden: int = _f(256, "width of the MLP torso layers and of the heads' hidden layer")
     dueling: bool = _f(True, "dueling head: V(s) + A(s,a) - mean_a A(s,a)")
     double: bool = _f(True, "double Q-learning: the online net picks the bootstrap action")
@@ -134,7 +135,7 @@ class RunConfig:
         choices = {
             "mode": (self.mode, TRANSFER_MODES),
             "device": (self.device, ("auto", "cpu", "cuda")),
-            "agent.torso": (self.agent.torso, ("auto", "cnn", "mlp", "gridconv")),
+            "agent.torso": (self.agent.torso, ("auto", "cnn", "mlp", "gridconv", "gridego")),
             "agent.precision": (self.agent.precision, ("fp32", "bf16")),
             "command": (self.command, ("transfer", "pretrain", "finetune")),
             "intrinsic.count_scope": (self.intrinsic.count_scope, ("lifelong", "episode")),

@@ -57,6 +57,30 @@ def test_gridconv_features_move_with_the_grid():
         build_q_network((4, 84, 84), 6, torso="gridconv")
 
 
+def test_egocentric_view_by_hand():
+    from btcli.agent.networks import egocentric_codes
+
+    # a 3x3 grid of codes: the agent (100 + direction) at row 1, column 0; 7 marks one cell
+    def view(direction, marker):
+        codes = torch.zeros(1, 3, 3, dtype=torch.long)
+        codes[0, 1, 0] = 100 + direction
+        codes[0, marker[0], marker[1]] = 7
+        return egocentric_codes(codes, codes >= 100, pad_code=-1)[0]
+
+    for direction, ahead in [(0, (1, 1)), (1, (2, 0)), (3, (0, 0))]:  # right, down, up
+        v = view(direction, ahead)
+        assert v.shape == (5, 5) and v[2, 2] == 100 + direction
+        assert v[1, 2] == 7, direction  # the cell in front is above the centre
+    # facing right (east) from (1, 0): north is on the agent's left, the west edge behind it
+    facing_right = view(0, (0, 0))
+    assert facing_right[2, 1] == 7
+    assert (facing_right[3:] == -1).all()  # the two rows behind the agent lie outside the grid
+    # facing left (west): the grid's edge is ahead; (2, 2) is one south (left) and two east (behind)
+    facing_left = view(2, (2, 2))
+    assert (facing_left[:2] == -1).all()
+    assert facing_left[4, 1] == 7
+
+
 def test_update_moves_q_towards_target_and_sync_copies():
     torch.manual_seed(0)
     net = build_q_network((3, 3, 2), 2, hidden=16)

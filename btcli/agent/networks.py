@@ -13,6 +13,7 @@ from torch import nn
 # when the env marks them (env.visited).
 GRID_OBJECT_TYPES = 11
 GRID_STATES = 8
+AGENT_TYPE, WALL_TYPE = 10, 2
 
 
 class NatureCNN(nn.Module):
@@ -112,6 +113,57 @@ class GridConv(nn.Module):
         return self.fc(self.convs(cells))
 
 
+def egocentric_codes(codes: torch.Tensor, agent_code_mask: torch.Tensor, pad_code: int) -> torch.Tensor:
+    """Re-centre a batch of grids [B, h, w] of cell codes on the agent, turned to face up.
+
+    Returns [B, 2s-1, 2s-1], s = max(h, w): the agent sits in the centre cell, the cell in front
+    of it is the one above the centre, and positions outside the grid hold ``pad_code``. The
+    whole grid stays in view wherever the agent stands. ``agent_code_mask`` marks the agent's
+    cell in each grid ([B, h, w] bool); its direction (0 right, 1 down, 2 left, 3 up) is read
+    from the code as ``code % 4`` (see GridEgo).
+    """
+    batch, h, w = codes.shape
+    size = max(h, w)
+    flat = agent_code_mask.reshape(batch, -1).to(torch.uint8).argmax(dim=1)
+    y, x = flat // w, flat % w
+    direction = codes.reshape(batch, -1).gather(1, flat[:, None]).squeeze(1) % 4
+    padded = nn.functional.pad(codes, (size - 1, size - 1 + size - w, size - 1, size - 1 + size - h), value=pad_code)
+    span = torch.arange(2 * size - 1, device=codes.device)
+    rows, cols = (y[:, None] + span)[:, :, None], (x[:, None] + span)[:, None, :]
+    window = padded[torch.arange(batch, device=codes.device)[:, None, None], rows, cols]
+    turned = torch.stack([torch.rot90(window, k, (1, 2)) for k in range(4)])
+    # facing right needs a quarter turn counter-clockwise to face up, down a half turn, left three
+    return turned[(direction + 1) % 4, torch.arange(batch, device=codes.device)]
+
+
+class GridEgo(nn.Module):
+    """MLP torso over MiniGrid's grid seen from the agent: centred on it and turned to face up.
+
+    The same cell lookup and MLP as :class:`GridMLP`, applied to :func:`egocentric_codes`. The
+    input unit for "the cell in front is unvisited" is then the same wherever the agent stands
+    and whichever way it faces, so what is learned in one place holds everywhere; the
+    observation format (and so a pre-trained policy's interface) is unchanged.
+    """
+
+    def __init__(self, obs_shape: tuple[int, ...], hidden: int = 256, cell_dim: int = 4):
+        super().__init__()
+        size = max(obs_shape[0], obs_shape[1]) - 2
+        self.cell_codes = nn.Parameter(torch.randn(GRID_OBJECT_TYPES * GRID_STATES, cell_dim))
+        self.mlp = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear((2 * size - 1) ** 2 * cell_dim, hidden), nn.ReLU(),
+            nn.Linear(hidden, hidden), nn.ReLU(),
+        )
+        self.out_features = hidden
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        inner = obs[:, 1:-1, 1:-1]
+        types = inner[..., 0].long()
+        codes = types * GRID_STATES + inner[..., 1].long().clamp_(max=GRID_STATES - 1)
+        view = egocentric_codes(codes, types == AGENT_TYPE, pad_code=WALL_TYPE * GRID_STATES)
+        return self.mlp(_SmallVocabLookup.apply(view, self.cell_codes))
+
+
 class VectorMLP(nn.Module):
     """MLP torso for flat float observations."""
 
@@ -165,6 +217,10 @@ def build_q_network(obs_shape: tuple[int, ...], num_actions: int, *, torso: str 
         if not (len(obs_shape) == 3 and obs_shape[-1] == 2):
             raise ValueError(f"torso 'gridconv' needs a MiniGrid grid observation [H, W, 2], not {list(obs_shape)}")
         body = GridConv(obs_shape, hidden)
+    elif torso == "gridego":
+        if not (len(obs_shape) == 3 and obs_shape[-1] == 2):
+            raise ValueError(f"torso 'gridego' needs a MiniGrid grid observation [H, W, 2], not {list(obs_shape)}")
+        body = GridEgo(obs_shape, hidden)
     elif len(obs_shape) == 3 and obs_shape[-1] == 2:
         body = GridMLP(obs_shape, hidden)
     else:
