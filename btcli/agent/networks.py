@@ -5,6 +5,8 @@ The split matters for transfer: fine-tuning may copy the torso only and train a 
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -113,6 +115,19 @@ class GridConv(nn.Module):
         return self.fc(self.convs(cells))
 
 
+@functools.lru_cache(maxsize=8)
+def _turn_offsets(size: int, padded_width: int) -> torch.Tensor:
+    """[4, view²] flat offsets into the padded grid, from the view's top-left at the agent's (y, x).
+
+    Row k is the view turned by k quarter turns counter-clockwise (torch.rot90's sense): view
+    cell (i, j) reads window cell (j, n-1-i) for k=1, (n-1-i, n-1-j) for k=2, (n-1-j, i) for k=3.
+    """
+    n = 2 * size - 1
+    i, j = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+    turns = [(i, j), (j, n - 1 - i), (n - 1 - i, n - 1 - j), (n - 1 - j, i)]
+    return torch.stack([(r * padded_width + c).reshape(-1) for r, c in turns])
+
+
 def egocentric_codes(codes: torch.Tensor, agent_code_mask: torch.Tensor, pad_code: int) -> torch.Tensor:
     """Re-centre a batch of grids [B, h, w] of cell codes on the agent, turned to face up.
 
@@ -120,20 +135,19 @@ def egocentric_codes(codes: torch.Tensor, agent_code_mask: torch.Tensor, pad_cod
     of it is the one above the centre, and positions outside the grid hold ``pad_code``. The
     whole grid stays in view wherever the agent stands. ``agent_code_mask`` marks the agent's
     cell in each grid ([B, h, w] bool); its direction (0 right, 1 down, 2 left, 3 up) is read
-    from the code as ``code % 4`` (see GridEgo).
+    from the code as ``code % 4`` (see GridEgo). One pad and one gather, whatever the batch.
     """
     batch, h, w = codes.shape
     size = max(h, w)
     flat = agent_code_mask.reshape(batch, -1).to(torch.uint8).argmax(dim=1)
     y, x = flat // w, flat % w
     direction = codes.reshape(batch, -1).gather(1, flat[:, None]).squeeze(1) % 4
-    padded = nn.functional.pad(codes, (size - 1, size - 1 + size - w, size - 1, size - 1 + size - h), value=pad_code)
-    span = torch.arange(2 * size - 1, device=codes.device)
-    rows, cols = (y[:, None] + span)[:, :, None], (x[:, None] + span)[:, None, :]
-    window = padded[torch.arange(batch, device=codes.device)[:, None, None], rows, cols]
-    turned = torch.stack([torch.rot90(window, k, (1, 2)) for k in range(4)])
+    padded = nn.functional.pad(codes, (size - 1, 2 * size - 1 - w, size - 1, 2 * size - 1 - h), value=pad_code)
+    padded_width = padded.shape[2]
+    offsets = _turn_offsets(size, padded_width).to(codes.device)
     # facing right needs a quarter turn counter-clockwise to face up, down a half turn, left three
-    return turned[(direction + 1) % 4, torch.arange(batch, device=codes.device)]
+    index = offsets[(direction + 1) % 4] + (y * padded_width + x)[:, None]
+    return padded.reshape(batch, -1).gather(1, index).reshape(batch, 2 * size - 1, 2 * size - 1)
 
 
 class GridEgo(nn.Module):
