@@ -80,6 +80,9 @@ def evaluate_run(run_dir: Path, *, episodes: int, checkpoint: str | None, epsilo
         "coverage_mean": (float(np.mean([r.coverage for r in results])) if results[0].coverage is not None
                           else None),
         "objective": cfg.intrinsic.objective,
+        # per episode, in eval.csv's order, for scripts that want more than the means
+        "returns": returns.tolist(),
+        "coverages": [r.coverage for r in results] if results[0].coverage is not None else None,
     }
     if video:
         result["video"] = str(record_video(run, path.name, cfg, act, eps, seed))

@@ -131,6 +131,9 @@ def test_report_and_evaluate_a_finished_run(tmp_path, btcli):
     assert (out / "videos" / f"{result['checkpoint']}.gif").stat().st_size > 0
     rows = pd.read_csv(out / "eval.csv")
     assert (rows["checkpoint"] == result["checkpoint"]).sum() == 6
+    mine = rows[rows["checkpoint"] == result["checkpoint"]]
+    assert result["returns"] == mine["return"].tolist() and result["coverages"] == mine["coverage"].tolist()
+    assert result["coverage_mean"] == pytest.approx(np.mean(result["coverages"]))
     rep = btcli("report", str(out), "--json")
     assert rep.returncode == 0, rep.stderr
     summary = json.loads(rep.stdout)
