@@ -180,7 +180,9 @@ def _train(overrides: dict[str, Any], out: Path | None, resume: bool, json_out: 
     from btcli.loop import Trainer
     from btcli.runs import RunDir
     from btcli.runtime import resolve_device
+    from btcli.signals import die_with_parent
 
+    die_with_parent()
     pretrained = None
     if resume:
         if out is None:
@@ -189,6 +191,7 @@ def _train(overrides: dict[str, Any], out: Path | None, resume: bool, json_out: 
             raise BtcliError(f"cannot resume '{out}': no such run directory; start it without --resume")
         cfg = _resume_config(out, {k: v for k, v in overrides.items() if k not in ("command",)})
         run = RunDir.open_existing(out)
+        run.lock()
         if run.is_complete():
             summary = json.loads(run.summary_path.read_text())
             if summary.get("steps", 0) >= cfg.steps:
@@ -207,6 +210,7 @@ def _train(overrides: dict[str, Any], out: Path | None, resume: bool, json_out: 
         pretrained = _check_pretrained(cfg) if cfg.transfer.pretrained else None
         out = out or _default_out(cfg)
         run = RunDir.create(out, to_dict(cfg), sys.argv)
+        run.lock()
     trainer = Trainer(cfg, run, progress=not quiet, pretrained=pretrained)
     summary = trainer.train(resume=resume)
     if json_out:

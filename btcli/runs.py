@@ -8,6 +8,7 @@ Layout (documented in the README)::
     RUN/eval.csv       one row per evaluation episode
     RUN/checkpoints/   step_<N>/ folders; a folder counts only once its COMPLETE marker exists
     RUN/summary.json   written last, when the run has finished
+    RUN/.lock          held (flock) by the process training the run; the kernel frees it on exit
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import contextlib
 import csv
 import datetime as dt
 import errno
+import fcntl
 import hashlib
 import io
 import json
@@ -202,6 +204,27 @@ class RunDir:
             run.checkpoints_path.mkdir(parents=True, exist_ok=True)
         run.write_config(config, argv)
         return run
+
+    def lock(self) -> None:
+        """Claim the run for this process, or refuse: two writers would interleave its logs.
+
+        An exclusive ``flock`` on RUN/.lock, held until the process exits; the kernel frees it
+        when the process dies, SIGKILL included, so a killed run never leaves a stale lock.
+        """
+        with disk_errors(str(self.path)):
+            fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise RunDirError(
+                f"run directory '{self.path}' is in use by another btcli process (pid {holder}); "
+                "wait for it to finish or stop it, then --resume"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
 
     @classmethod
     def open_existing(cls, path: str | Path) -> RunDir:

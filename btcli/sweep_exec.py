@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from btcli.signals import recorded_signals
+from btcli.signals import PARENT_PID_ENV, recorded_signals
 from btcli.sweep import Job, SweepError
 
 BACKENDS = ("local", "ray")
@@ -117,6 +117,7 @@ def _child_env() -> dict[str, str]:
     env = dict(os.environ)
     paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join([root, *(p for p in paths if p != root)])
+    env[PARENT_PID_ENV] = str(os.getpid())  # the run stops (checkpointed) if the sweep is killed
     return env
 
 

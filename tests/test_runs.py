@@ -1,5 +1,10 @@
 import errno
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -21,6 +26,27 @@ def test_create_refuses_existing_directory(tmp_path):
         RunDir.create(tmp_path / "r", {"seed": 1}, ["btcli"])
     # the first run's config is untouched
     assert "seed: 0" in (tmp_path / "r" / "config.yaml").read_text()
+
+
+def test_lock_refuses_a_second_holder_and_dies_with_its_process(tmp_path):
+    run = RunDir.create(tmp_path / "r", {"seed": 0}, ["btcli"])
+    run.lock()
+    with pytest.raises(RunDirError, match=rf"in use by another btcli process \(pid {os.getpid()}\)"):
+        RunDir(tmp_path / "r").lock()
+    os.close(run._lock_fd)  # what the process's exit does
+    RunDir(tmp_path / "r").lock()
+
+    # a holder killed with SIGKILL leaves no stale lock
+    other = RunDir.create(tmp_path / "s", {"seed": 0}, ["btcli"])
+    code = f"from btcli.runs import RunDir; RunDir({str(other.path)!r}).lock(); print('locked', flush=True); input()"
+    holder = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    with pytest.raises(RunDirError, match=f"pid {holder.pid}"):
+        RunDir(other.path).lock()
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(timeout=10)
+    time.sleep(0.1)
+    RunDir(other.path).lock()
 
 
 def test_config_records_meta(tmp_path):

@@ -15,6 +15,7 @@ import pytest
 import yaml
 from conftest import REPO
 
+from btcli.runs import RunDir, RunDirError
 from btcli.sweep import SweepError, expand, fill, load_sweep, parse_sweep
 from btcli.sweep_exec import make_task, run_sweep
 
@@ -240,6 +241,38 @@ def test_interrupted_sweep_finishes_on_rerun(tmp_path):
     m = pd.read_csv(long / "metrics.csv")
     assert m["episode"].is_unique and m["step"].is_monotonic_increasing
     assert json.loads((long / "summary.json").read_text())["steps"] == 5000
+
+
+@pytest.mark.slow
+def test_killed_sweep_stops_its_runs(tmp_path):
+    # SIGKILL gives the sweep no chance to forward anything: its runs must still stop, with a
+    # checkpoint, rather than train on as orphans that a restarted sweep would race
+    stage = {"name": "s", "command": "transfer", "grid": {"env": [EMPTY], "seed": [0]},
+             "args": {"mode": "scratch", "steps": 400_000, "eval_episodes": 0, "threads": 1},
+             "set": {"checkpoint_every": [1000]}}
+    grid = tmp_path / "g.yaml"
+    grid.write_text(yaml.safe_dump({"out": str(tmp_path / "out"), "stages": [stage]}))
+    run = RunDir(tmp_path / "out" / f"s-{EMPTY}-s0")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-m", "btcli", "sweep", str(grid)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env, cwd=REPO)
+    deadline = time.monotonic() + 60
+    while run.latest_checkpoint() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert run.latest_checkpoint() is not None
+    proc.kill()
+    proc.wait(timeout=10)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # the run holds its lock until it exits
+        try:
+            run.lock()
+            break
+        except RunDirError:
+            time.sleep(0.1)
+    else:
+        raise AssertionError("the run kept training after its sweep was killed")
+    log = (tmp_path / "out" / "logs" / f"s-{EMPTY}-s0.log").read_text()
+    assert "checkpoint saved" in log and not run.is_complete()
 
 
 @pytest.mark.slow

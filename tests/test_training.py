@@ -83,6 +83,12 @@ def test_killed_run_resumes_from_last_checkpoint(tmp_path, btcli, sig):
     run = RunDir(out)
     proc = start(tmp_path, out, 30_000)
     wait_for_checkpoint(run, proc)
+    if sig == signal.SIGKILL:
+        # a second process on a running run is refused in one line, and the run goes on
+        busy = btcli("transfer", "--resume", "--out", str(out), "--steps", "30000")
+        assert busy.returncode == 2 and len(busy.stderr.strip().splitlines()) == 1
+        assert f"'{out}' is in use by another btcli process (pid {proc.pid})" in busy.stderr
+        assert proc.poll() is None
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=60)
     if sig == signal.SIGTERM:
