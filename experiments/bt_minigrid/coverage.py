@@ -3,8 +3,8 @@
 For each pre-training run given, plays ``--episodes`` episodes with the run's greedy policy
 (epsilon ``--epsilon``, as `btcli evaluate`) and as many with uniformly random actions, on
 the run's own task and observation encoding, and reports distinct cells and rooms per
-episode. Rooms are the four quadrants of btcli's SmallFourRooms layout (doorways count as no
-room), so the script applies to MiniGrid-SmallFourRooms* runs.
+episode. Rooms are the four quadrants split by the walls along the grid's middle row and column
+(doorways count as no room): btcli's SmallFourRooms* tasks and MiniGrid-FourRooms-v0.
 
     .venv/bin/python experiments/bt_minigrid/coverage.py runs/bt_minigrid/pretrain-*
 """
@@ -20,18 +20,18 @@ import torch
 
 from btcli.config import from_dict
 from btcli.envs import make_vec_env
-from btcli.envs.tasks import MID
 from btcli.evaluation import greedy_actor
 from btcli.pretrained import load_pretrained
 from btcli.runs import RunDir
 
 
 def room_of(cell: int, width: int) -> int | None:
-    """Quadrant 0..3 of a SmallFourRooms cell, None for doorways and walls."""
+    """Quadrant 0..3 of a four-rooms cell (walls along x, y = width // 2), None for doorways."""
     y, x = divmod(cell, width)
-    if x == MID or y == MID:
+    mid = width // 2
+    if x == mid or y == mid:
         return None
-    return (y > MID) * 2 + (x > MID)
+    return (y > mid) * 2 + (x > mid)
 
 
 def play(act, cfg, episodes: int, epsilon: float, seed: int) -> list[tuple[int, int]]:
