@@ -40,6 +40,16 @@ class NatureCNN(nn.Module):
         return self.fc(self.convs(x))
 
 
+def inner_cell_codes(obs: torch.Tensor) -> torch.Tensor:
+    """[B, H-2, W-2] codes ``type * GRID_STATES + state`` of a batch of grids, the outer ring skipped.
+
+    MiniGrid surrounds every grid with walls (or, in MultiRoom, cells no agent can reach), so the
+    ring carries no information and would cost a fifth of a 19x19 grid.
+    """
+    inner = obs[:, 1:-1, 1:-1]
+    return inner[..., 0].long() * GRID_STATES + inner[..., 1].long().clamp_(max=GRID_STATES - 1)
+
+
 class _SmallVocabLookup(torch.autograd.Function):
     """Row lookup whose backward is one index_add over the used rows.
 
@@ -66,8 +76,7 @@ class GridMLP(nn.Module):
 
     Each cell's (object, state) pair is looked up in a small learned table, equivalent to a
     one-hot encoding followed by a linear map, at a fraction of the parameters. The outer ring
-    of cells is skipped: MiniGrid surrounds every grid with walls (or, in MultiRoom, cells no
-    agent can reach), so it carries no information and would cost a fifth of a 19x19 grid.
+    of cells is skipped (:func:`inner_cell_codes`).
     """
 
     def __init__(self, obs_shape: tuple[int, ...], hidden: int = 256, cell_dim: int = 4):
@@ -82,8 +91,7 @@ class GridMLP(nn.Module):
         self.out_features = hidden
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        inner = obs[:, 1:-1, 1:-1]
-        codes = inner[..., 0].long() * GRID_STATES + inner[..., 1].long().clamp_(max=GRID_STATES - 1)
+        codes = inner_cell_codes(obs)
         return self.mlp(_SmallVocabLookup.apply(codes, self.cell_codes))
 
 
@@ -109,8 +117,7 @@ class GridConv(nn.Module):
         self.out_features = hidden
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        inner = obs[:, 1:-1, 1:-1]
-        codes = inner[..., 0].long() * GRID_STATES + inner[..., 1].long().clamp_(max=GRID_STATES - 1)
+        codes = inner_cell_codes(obs)
         cells = _SmallVocabLookup.apply(codes, self.cell_codes).permute(0, 3, 1, 2)
         return self.fc(self.convs(cells))
 
@@ -171,10 +178,8 @@ class GridEgo(nn.Module):
         self.out_features = hidden
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        inner = obs[:, 1:-1, 1:-1]
-        types = inner[..., 0].long()
-        codes = types * GRID_STATES + inner[..., 1].long().clamp_(max=GRID_STATES - 1)
-        view = egocentric_codes(codes, types == AGENT_TYPE, pad_code=WALL_TYPE * GRID_STATES)
+        codes = inner_cell_codes(obs)
+        view = egocentric_codes(codes, codes // GRID_STATES == AGENT_TYPE, pad_code=WALL_TYPE * GRID_STATES)
         return self.mlp(_SmallVocabLookup.apply(view, self.cell_codes))
 
 
