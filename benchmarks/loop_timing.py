@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -32,3 +33,13 @@ def time_btcli_loop(overrides: dict[str, Any], warmup: int, measure: int) -> dic
     steps = rows["step"].iloc[-1] - rows["step"].iloc[0]
     seconds = rows["time"].iloc[-1] - rows["time"].iloc[0]
     return {"sps": steps / seconds, "num_envs": cfg.env.num_envs, "device": str(trainer.device)}
+
+
+def add_loop_arguments(p: argparse.ArgumentParser, measure_defaults: str) -> None:
+    """The options both throughput benchmarks share (budgets, copies, threads, device, seed)."""
+    p.add_argument("--warmup", type=int, default=None, help="random steps before learning (default 1000 Atari, 2000 grid)")
+    p.add_argument("--measure", type=int, default=None, help=f"steps timed after learning starts (default {measure_defaults})")
+    p.add_argument("--num-envs", type=int, default=4)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)

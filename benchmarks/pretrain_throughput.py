@@ -30,7 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from loop_timing import time_btcli_loop  # noqa: E402  (benchmarks/, beside this script)
+from loop_timing import add_loop_arguments, time_btcli_loop  # noqa: E402  (benchmarks/, beside this script)
 
 VARIANTS = ("scratch", "count", "rnd", "ngu", "ngu+rnd")
 
@@ -47,12 +47,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--env", action="append", help="env id (repeatable; default MiniGrid-FourRooms-v0)")
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated: scratch and objectives")
-    p.add_argument("--warmup", type=int, default=None, help="random steps before learning (default 1000 Atari, 2000 grid)")
-    p.add_argument("--measure", type=int, default=None, help="steps timed after learning starts (default 2000 Atari, 20000 grid)")
-    p.add_argument("--num-envs", type=int, default=4)
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=0)
+    add_loop_arguments(p, "2000 Atari, 20000 grid")
     p.add_argument("--repeats", type=int, default=1, help="rounds over all variants; the median is reported")
     p.add_argument("--variant", help=argparse.SUPPRESS)
     args = p.parse_args()

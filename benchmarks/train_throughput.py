@@ -28,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from loop_timing import time_btcli_loop  # noqa: E402  (benchmarks/, beside this script)
+from loop_timing import add_loop_arguments, time_btcli_loop  # noqa: E402  (benchmarks/, beside this script)
 
 VARIANTS = ("textbook", "btcli-fp32", "btcli-bf16")
 
@@ -112,12 +112,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--env", action="append", help="env id (repeatable; default Breakout and FourRooms)")
     p.add_argument("--variants", default=",".join(VARIANTS))
-    p.add_argument("--warmup", type=int, default=None, help="random steps before learning (default 1000 Atari, 2000 grid)")
-    p.add_argument("--measure", type=int, default=None, help="steps timed after learning starts (default 3000 Atari, 30000 grid)")
-    p.add_argument("--num-envs", type=int, default=4)
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=0)
+    add_loop_arguments(p, "3000 Atari, 30000 grid")
     p.add_argument("--no-double", dest="double", action="store_false", help="vanilla DQN targets (2 forward passes)")
     p.add_argument("--variant", help=argparse.SUPPRESS)
     args = p.parse_args()
