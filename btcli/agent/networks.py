@@ -142,7 +142,8 @@ def egocentric_codes(codes: torch.Tensor, agent_code_mask: torch.Tensor, pad_cod
     of it is the one above the centre, and positions outside the grid hold ``pad_code``. The
     whole grid stays in view wherever the agent stands. ``agent_code_mask`` marks the agent's
     cell in each grid ([B, h, w] bool); its direction (0 right, 1 down, 2 left, 3 up) is read
-    from the code as ``code % 4`` (see GridEgo). One pad and one gather, whatever the batch.
+    from the code as ``code % 4``: codes are ``type * GRID_STATES + state`` and the agent's state
+    is its direction, plus 4 with env.visited. One pad and one gather, whatever the batch.
     """
     batch, h, w = codes.shape
     size = max(h, w)
