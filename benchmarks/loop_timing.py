@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -43,3 +47,20 @@ def add_loop_arguments(p: argparse.ArgumentParser, measure_defaults: str) -> Non
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
+
+
+def run_in_fresh_process(script: str, variant: str, env_id: str, warmup: int, measure: int, args: argparse.Namespace,
+                extra: list[str] | None = None) -> dict | None:
+    """Run one variant of a benchmark script in a fresh process; its RESULT dict, or None (printed) on failure."""
+    cmd = [sys.executable, script, "--variant", variant, "--env", env_id, "--warmup", str(warmup),
+           "--measure", str(measure), "--num-envs", str(args.num_envs), "--threads", str(args.threads),
+           "--device", args.device, "--seed", str(args.seed), *(extra or [])]
+    # one BLAS thread for every variant: the gym backend's frame resize is a numpy matmul, and
+    # threaded OpenBLAS spinning beside torch's OpenMP threads slows both 4-5x
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not line:
+        print(f"{env_id} {variant}: FAILED\n{proc.stderr[-2000:]}")
+        return None
+    return json.loads(line[0][7:])

@@ -23,14 +23,13 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from loop_timing import add_loop_arguments, time_btcli_loop  # noqa: E402  (benchmarks/, beside this script)
+from loop_timing import add_loop_arguments, run_in_fresh_process, time_btcli_loop  # noqa: E402  (benchmarks/, beside this script)
 
 VARIANTS = ("scratch", "count", "rnd", "ngu", "ngu+rnd")
 
@@ -68,18 +67,9 @@ def main() -> None:
         sps: dict[str, list[float]] = {v: [] for v in variants}
         for _ in range(args.repeats):
             for variant in variants:
-                cmd = [sys.executable, __file__, "--variant", variant, "--env", env_id, "--warmup", str(warmup),
-                       "--measure", str(measure), "--num-envs", str(args.num_envs), "--threads", str(args.threads),
-                       "--device", args.device, "--seed", str(args.seed)]
-                # one BLAS thread for every variant, as benchmarks/train_throughput.py: threaded OpenBLAS
-                # spinning beside torch's OpenMP threads slows both
-                env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
-                proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-                line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-                if proc.returncode != 0 or not line:
-                    print(f"{env_id} {variant}: FAILED\n{proc.stderr[-2000:]}")
-                    continue
-                sps[variant].append(json.loads(line[0][7:])["sps"])
+                result = run_in_fresh_process(__file__, variant, env_id, warmup, measure, args)
+                if result is not None:
+                    sps[variant].append(result["sps"])
         med = {v: statistics.median(x) for v, x in sps.items() if x}
         base = med.get("scratch")
         rounds = f", median of {args.repeats} rounds" if args.repeats > 1 else ""

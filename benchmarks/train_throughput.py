@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from loop_timing import add_loop_arguments, time_btcli_loop  # noqa: E402  (benchmarks/, beside this script)
+from loop_timing import add_loop_arguments, run_in_fresh_process, time_btcli_loop  # noqa: E402  (benchmarks/, beside this script)
 
 VARIANTS = ("textbook", "btcli-fp32", "btcli-bf16")
 
@@ -131,18 +130,10 @@ def main() -> None:
         for variant in args.variants.split(","):
             if variant == "btcli-bf16" and not atari:
                 continue
-            cmd = [sys.executable, __file__, "--variant", variant, "--env", env_id, "--warmup", str(warmup),
-                   "--measure", str(measure), "--num-envs", str(args.num_envs), "--threads", str(args.threads),
-                   "--device", args.device, "--seed", str(args.seed)] + ([] if args.double else ["--no-double"])
-            # one BLAS thread for every variant: the gym backend's frame resize is a numpy matmul,
-            # and threaded OpenBLAS spinning beside torch's OpenMP threads slows both 4-5x
-            env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-            line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-            if proc.returncode != 0 or not line:
-                print(f"{env_id} {variant}: FAILED\n{proc.stderr[-2000:]}")
-                continue
-            results[variant] = json.loads(line[0][7:])
+            result = run_in_fresh_process(__file__, variant, env_id, warmup, measure, args,
+                                 [] if args.double else ["--no-double"])
+            if result is not None:
+                results[variant] = result
         base = results.get("textbook", {}).get("sps")
         kind = "double DQN" if args.double else "DQN"
         print(f"\n{env_id}: steps/s after learning starts ({measure} steps, {kind}, batch 32, 1 update / 4 steps)")
