@@ -32,7 +32,7 @@ from loop_timing import add_loop_arguments, run_in_fresh_process, time_btcli_loo
 VARIANTS = ("textbook", "btcli-fp32", "btcli-bf16")
 
 
-def run_textbook(env_id: str, warmup: int, measure: int, seed: int, threads: int, double: bool) -> dict:
+def run_textbook(env_id: str, warmup: int, measure: int, seed: int, threads: int, double: bool, device: str) -> dict:
     import numpy as np
     import torch
 
@@ -45,9 +45,11 @@ def run_textbook(env_id: str, warmup: int, measure: int, seed: int, threads: int
     cfg = build_config({"env.id": env_id, "env.num_envs": 1, "env.atari_backend": "gym"})
     from btcli.envs import make_vec_env
 
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       "cpu" if device == "auto" else device)
     env = make_vec_env(cfg.env, seed=seed)
-    net = build_q_network(env.obs_shape, env.num_actions, torso=cfg.agent.torso, hidden=cfg.agent.hidden)
-    target = build_q_network(env.obs_shape, env.num_actions, torso=cfg.agent.torso, hidden=cfg.agent.hidden)
+    net = build_q_network(env.obs_shape, env.num_actions, torso=cfg.agent.torso, hidden=cfg.agent.hidden).to(dev)
+    target = build_q_network(env.obs_shape, env.num_actions, torso=cfg.agent.torso, hidden=cfg.agent.hidden).to(dev)
     target.load_state_dict(net.state_dict())
     opt = torch.optim.Adam(net.parameters(), lr=1e-4, eps=1.5e-4)
     cap = warmup + measure + 10
@@ -66,7 +68,7 @@ def run_textbook(env_id: str, warmup: int, measure: int, seed: int, threads: int
             action = int(rng.integers(env.num_actions))
         else:
             with torch.no_grad():
-                action = int(net(torch.from_numpy(obs)).argmax(1)[0])
+                action = int(net(torch.from_numpy(obs).to(dev)).argmax(1)[0])
         step = env.step(np.array([action]))
         done = bool(step.terminated[0] or step.truncated[0])
         obs_buf[t], act_buf[t], rew_buf[t] = obs[0], action, np.clip(step.reward[0], -1, 1)
@@ -75,9 +77,9 @@ def run_textbook(env_id: str, warmup: int, measure: int, seed: int, threads: int
         obs = step.obs
         if t >= warmup and t % 4 == 0:
             idx = rng.integers(0, t + 1, size=32)
-            o, a = torch.from_numpy(obs_buf[idx]), torch.from_numpy(act_buf[idx])
-            r, d = torch.from_numpy(rew_buf[idx]), torch.from_numpy(done_buf[idx])
-            n = torch.from_numpy(next_buf[idx])
+            o, a = torch.from_numpy(obs_buf[idx]).to(dev), torch.from_numpy(act_buf[idx]).to(dev)
+            r, d = torch.from_numpy(rew_buf[idx]).to(dev), torch.from_numpy(done_buf[idx]).to(dev)
+            n = torch.from_numpy(next_buf[idx]).to(dev)
             with torch.no_grad():
                 y = td_targets(r, 0.99 * (1 - d), target(n), net(n) if double else None)
             q = net(o).gather(1, a.unsqueeze(1)).squeeze(1)
@@ -87,8 +89,10 @@ def run_textbook(env_id: str, warmup: int, measure: int, seed: int, threads: int
             opt.step()
         if t % 1000 == 0:
             target.load_state_dict(net.state_dict())
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
     elapsed = time.perf_counter() - t_start
-    return {"sps": measure / elapsed, "num_envs": 1}
+    return {"sps": measure / elapsed, "num_envs": 1, "device": str(dev)}
 
 
 def run_btcli(env_id: str, warmup: int, measure: int, seed: int, threads: int, precision: str,
@@ -100,7 +104,7 @@ def run_btcli(env_id: str, warmup: int, measure: int, seed: int, threads: int, p
 def child(args) -> None:
     args.env = args.env[0]
     if args.variant == "textbook":
-        result = run_textbook(args.env, args.warmup, args.measure, args.seed, args.threads, args.double)
+        result = run_textbook(args.env, args.warmup, args.measure, args.seed, args.threads, args.double, args.device)
     else:
         result = run_btcli(args.env, args.warmup, args.measure, args.seed, args.threads,
                            args.variant.split("-")[1], args.num_envs, args.device, args.double)
@@ -139,7 +143,7 @@ def main() -> None:
         print(f"\n{env_id}: steps/s after learning starts ({measure} steps, {kind}, batch 32, 1 update / 4 steps)")
         for variant, r in results.items():
             ratio = f"{r['sps'] / base:5.2f}x textbook" if base else ""
-            print(f"  {variant:12s} envs={r['num_envs']:<3d} {r['sps']:9.1f} steps/s  {ratio}")
+            print(f"  {variant:12s} envs={r['num_envs']:<3d} {r.get('device', 'cpu'):6s} {r['sps']:9.1f} steps/s  {ratio}")
 
 
 if __name__ == "__main__":

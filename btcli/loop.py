@@ -35,7 +35,7 @@ from btcli.runs import (
     load_checkpoint,
     truncate_csv_after,
 )
-from btcli.runtime import configure_torch, resolve_device, seed_everything, tune_malloc
+from btcli.runtime import configure_torch, precision_warning, resolve_device, seed_everything, tune_malloc
 from btcli.signals import recorded_signals
 
 CHECKPOINT_FORMAT = 1
@@ -230,6 +230,9 @@ class Trainer:
                                                             enabled=self.show_progress) as progress:
             if start_step:
                 progress.message(f"resumed from step {start_step}")
+            warning = precision_warning(cfg.agent.precision, self.device)
+            if warning:
+                progress.message(warning)
             while c.env_steps < cfg.steps:
                 eps = self.epsilon()
                 actions, who = self.behaviour.act(obs, eps, act, self.pretrained_act)

@@ -34,12 +34,36 @@ def tune_malloc() -> bool:
 
 
 def resolve_device(name: str) -> torch.device:
-    """'auto' picks CUDA when available; asking for CUDA without one is an error."""
+    """'auto' picks CUDA when available; asking for CUDA without one is an error.
+
+    On CUDA, cuDNN is told to pick deterministic convolution algorithms (and not to autotune),
+    so the same seed gives the same numbers on the same GPU, as it does on a CPU.
+    """
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise BtcliError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu or auto")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda":
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    return device
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN runs bf16 convolutions and matmuls natively (AVX512-BF16 or AMX) on this CPU."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def precision_warning(precision: str, device: torch.device) -> str | None:
+    """One line for a reduced-precision update that this device can only emulate, else None."""
+    if precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+        return ("warning: agent.precision=bf16 on a CPU without native bf16 (AVX512-BF16 or AMX) is emulated and "
+                "several times slower than fp32 (7x measured on an AVX2 CPU); use agent.precision=fp32 here")
+    return None
 
 
 def configure_torch(threads: int) -> int:

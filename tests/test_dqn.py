@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from btcli.agent.dqn import DQNLearner, td_targets
@@ -137,6 +138,17 @@ def test_grid_lookup_matches_embedding_forward_and_gradient():
     assert table.grad[unused].abs().sum() == 0
 
 
+@pytest.mark.parametrize("one_hot", [False, True])
+def test_lookup_table_grad_by_hand(one_hot):
+    from btcli.agent.networks import lookup_table_grad
+
+    codes = torch.tensor([2, 0, 2, 3])
+    grad = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0], [7.0, 8.0]])
+    # row 0 gets grad row 1; row 1 nothing; row 2 rows 0 and 2 summed; row 3 row 3
+    expected = torch.tensor([[3.0, 4.0], [0.0, 0.0], [6.0, 8.0], [7.0, 8.0]])
+    assert torch.equal(lookup_table_grad(codes, grad, 4, one_hot=one_hot), expected)
+
+
 def test_bf16_update_follows_fp32_gradient():
     """The opt-in bf16 autocast changes the update's numbers only slightly."""
     torch.manual_seed(0)
@@ -153,3 +165,16 @@ def test_bf16_update_follows_fp32_gradient():
     cosine = torch.nn.functional.cosine_similarity(grads["fp32"], grads["bf16"], dim=0)
     assert cosine > 0.98, cosine
     assert not torch.equal(grads["fp32"], grads["bf16"])  # bf16 really ran
+
+
+def test_bf16_on_a_cpu_without_native_bf16_is_warned(monkeypatch):
+    from btcli import runtime
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
+    warning = runtime.precision_warning("bf16", cpu)
+    assert warning is not None and "agent.precision=fp32" in warning
+    assert runtime.precision_warning("fp32", cpu) is None
+    assert runtime.precision_warning("bf16", cuda) is None
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: True)
+    assert runtime.precision_warning("bf16", cpu) is None
