@@ -9,6 +9,8 @@ measured only after learning starts (updates dominate; the random warm-up is not
     python benchmarks/train_throughput.py --env ALE/Breakout-v5 --measure 4000
     python benchmarks/train_throughput.py --variants btcli-fp32,btcli-bf16 --num-envs 8
     python benchmarks/train_throughput.py --no-double   # vanilla DQN targets, as CleanRL's dqn_atari.py
+    python benchmarks/train_throughput.py --device cuda --variants textbook,btcli-fp32,btcli-fp32-graph
+        # on a GPU; '-graph' replays the update as a CUDA graph (agent.cuda_graph)
 
 The textbook loop is what a single-file DQN does: one environment, a batch-1 forward per
 step, a replay buffer storing obs and next_obs stacks, an update every 4 steps with the
@@ -96,9 +98,10 @@ def run_textbook(env_id: str, warmup: int, measure: int, seed: int, threads: int
 
 
 def run_btcli(env_id: str, warmup: int, measure: int, seed: int, threads: int, precision: str,
-              num_envs: int, device: str, double: bool) -> dict:
+              num_envs: int, device: str, double: bool, cuda_graph: bool = False) -> dict:
     return time_btcli_loop({"env.id": env_id, "env.num_envs": num_envs, "seed": seed, "threads": threads,
-                            "device": device, "agent.precision": precision, "agent.double": double}, warmup, measure)
+                            "device": device, "agent.precision": precision, "agent.double": double,
+                            "agent.cuda_graph": cuda_graph}, warmup, measure)
 
 
 def child(args) -> None:
@@ -106,8 +109,9 @@ def child(args) -> None:
     if args.variant == "textbook":
         result = run_textbook(args.env, args.warmup, args.measure, args.seed, args.threads, args.double, args.device)
     else:
+        parts = args.variant.split("-")  # btcli-<precision>[-graph]
         result = run_btcli(args.env, args.warmup, args.measure, args.seed, args.threads,
-                           args.variant.split("-")[1], args.num_envs, args.device, args.double)
+                           parts[1], args.num_envs, args.device, args.double, cuda_graph="graph" in parts[2:])
     print("RESULT " + json.dumps(result))
 
 
@@ -132,7 +136,7 @@ def main() -> None:
         measure = args.measure or (3000 if atari else 30000)
         results = {}
         for variant in args.variants.split(","):
-            if variant == "btcli-bf16" and not atari:
+            if variant.startswith("btcli-bf16") and not atari:
                 continue
             result = run_in_fresh_process(__file__, variant, env_id, warmup, measure, args,
                                  [] if args.double else ["--no-double"])
@@ -143,7 +147,7 @@ def main() -> None:
         print(f"\n{env_id}: steps/s after learning starts ({measure} steps, {kind}, batch 32, 1 update / 4 steps)")
         for variant, r in results.items():
             ratio = f"{r['sps'] / base:5.2f}x textbook" if base else ""
-            print(f"  {variant:12s} envs={r['num_envs']:<3d} {r.get('device', 'cpu'):6s} {r['sps']:9.1f} steps/s  {ratio}")
+            print(f"  {variant:16s} envs={r['num_envs']:<3d} {r.get('device', 'cpu'):6s} {r['sps']:9.1f} steps/s  {ratio}")
 
 
 if __name__ == "__main__":

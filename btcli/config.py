@@ -54,6 +54,8 @@ class AgentConfig:
     reward_clip: float = _f(1.0, "the learner sees rewards clipped to [-c, c] (0: unclipped); logs keep raw scores")
     precision: str = _f("fp32", "update precision: 'fp32', or 'bf16' autocast for the forward passes")
     channels_last: bool = _f(True, "CNN: channels-last memory format (faster on CPUs)")
+    cuda_graph: bool = _f(False, "CUDA: capture the whole update once as a CUDA graph and replay it (same math, "
+                          "no per-kernel launch cost); ignored on a CPU")
 
 
 @dataclass

@@ -80,7 +80,8 @@ class Trainer:
         net = build_q_network(self.env.obs_shape, self.learner_actions, torso=a.torso, hidden=a.hidden,
                               dueling=a.dueling, channels_last=a.channels_last and self.device.type == "cpu")
         self.learner = DQNLearner(net, lr=a.lr, adam_eps=a.adam_eps, double=a.double,
-                                  max_grad_norm=a.max_grad_norm, precision=a.precision, device=self.device)
+                                  max_grad_norm=a.max_grad_norm, precision=a.precision, device=self.device,
+                                  cuda_graph=a.cuda_graph)
         self.replay = ReplayBuffer(a.buffer_size, cfg.env.num_envs, self.env.obs_shape, self.env.obs_dtype,
                                    frame_stack=self.env.frame_stack, n_step=a.n_step, gamma=a.gamma,
                                    seed=cfg.seed, num_actions=self.learner_actions)
@@ -360,7 +361,10 @@ class Trainer:
 
     def _sample(self, batch_size: int):
         b = self.replay.sample(batch_size)
-        to = lambda x: torch.from_numpy(x).to(self.device, non_blocking=True)
+        if self.device.type == "cuda":  # from pinned memory the copy is asynchronous; from pageable it syncs
+            to = lambda x: torch.from_numpy(x).pin_memory().to(self.device, non_blocking=True)
+        else:
+            to = torch.from_numpy
         return to(b.obs), to(b.actions), to(b.returns), to(b.discounts), to(b.next_obs)
 
     def _evaluate(self, eval_log: CsvLog, progress: ProgressReporter, stop) -> bool:

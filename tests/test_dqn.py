@@ -1,3 +1,5 @@
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -178,3 +180,47 @@ def test_bf16_on_a_cpu_without_native_bf16_is_warned(monkeypatch):
     assert runtime.precision_warning("bf16", cuda) is None
     monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: True)
     assert runtime.precision_warning("bf16", cpu) is None
+
+
+def test_cuda_graph_is_ignored_on_a_cpu():
+    learner = DQNLearner(build_q_network((5, 5, 2), 3), lr=1e-3, adam_eps=1e-8, device="cpu", cuda_graph=True)
+    assert learner.cuda_graph is False
+    assert learner.optimizer.param_groups[0]["capturable"] is False
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_cuda_graph_update_matches_eager(precision):
+    from btcli.runtime import resolve_device
+
+    resolve_device("cuda")  # deterministic cuDNN, as every run uses: else eager runs differ among themselves
+    torch.manual_seed(0)
+    net = build_q_network((4, 84, 84), 6)
+    eager, graphed = (DQNLearner(copy.deepcopy(net), lr=1e-3, adam_eps=1e-8, precision=precision, device="cuda",
+                                 cuda_graph=g) for g in (False, True))
+    gen = torch.Generator().manual_seed(1)
+
+    def batch():
+        frames = lambda: torch.randint(0, 256, (32, 4, 84, 84), dtype=torch.uint8, generator=gen)
+        parts = (frames(), torch.randint(0, 6, (32,), generator=gen), torch.randn(32, generator=gen),
+                 torch.full((32,), 0.97), frames())
+        return [x.cuda() for x in parts]
+
+    def close(a, b):
+        return torch.allclose(a.float(), b.float(), rtol=1e-3, atol=1e-5)
+
+    for k in range(10):
+        b = batch()
+        (loss_e, q_e), (loss_g, q_g) = eager.update(*b), graphed.update(*b)
+        assert close(loss_e, loss_g) and close(q_e, q_g), k
+        if k == 6:
+            eager.sync_target()
+            graphed.sync_target()
+    assert graphed._graph is not None and eager.updates == graphed.updates == 10
+    for p, r in zip(eager.online.parameters(), graphed.online.parameters()):
+        assert close(p, r)
+    graphed.load_state_dict(eager.state_dict())  # a resume: new optimizer state, so the graph is recaptured
+    assert graphed._graph is None
+    b = batch()
+    assert close(eager.update(*b)[0], graphed.update(*b)[0])
+    assert graphed._graph is not None
