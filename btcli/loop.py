@@ -6,6 +6,7 @@ learner owns the math; the run directory owns the files.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -227,13 +228,13 @@ class Trainer:
         clip = cfg.agent.reward_clip
         act = greedy_actor(self.learner.online, self.device)
 
+        warning = precision_warning(cfg.agent.precision, self.device)
+        if warning:  # also under --quiet: a sweep's log should say why its run is slow
+            print(warning, file=sys.stderr, flush=True)
         with recorded_signals() as signals, ProgressReporter(cfg.steps, f"{cfg.command} {cfg.mode}",
                                                             enabled=self.show_progress) as progress:
             if start_step:
                 progress.message(f"resumed from step {start_step}")
-            warning = precision_warning(cfg.agent.precision, self.device)
-            if warning:
-                progress.message(warning)
             while c.env_steps < cfg.steps:
                 eps = self.epsilon()
                 actions, who = self.behaviour.act(obs, eps, act, self.pretrained_act)

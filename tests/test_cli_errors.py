@@ -73,3 +73,15 @@ def test_cuda_without_gpu_is_refused(btcli, tmp_path):
                                 "--device", "cuda", "--out", str(tmp_path / "r")))
     assert "--device cuda" in line and "no CUDA GPU" in line
     assert not (tmp_path / "r").exists()
+
+
+def test_bf16_warning_only_where_bf16_is_emulated(btcli, tmp_path):
+    from btcli.runtime import cpu_has_native_bf16
+
+    proc = btcli("transfer", "--env", "MiniGrid-Empty-5x5-v0", "--steps", "200", "--device", "cpu", "--quiet",
+                 "--set", "agent.precision=bf16", "--set", "agent.learning_starts=100", "--set", "eval_episodes=0",
+                 "--out", str(tmp_path / "r"))
+    assert proc.returncode == 0, proc.stderr
+    warned = "warning: agent.precision=bf16 on a CPU without native bf16" in proc.stderr
+    assert warned == (not cpu_has_native_bf16())  # shown even under --quiet, where it applies
+    assert (tmp_path / "r" / "summary.json").exists()
