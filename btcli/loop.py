@@ -83,6 +83,10 @@ class Trainer:
         self.learner = DQNLearner(net, lr=a.lr, adam_eps=a.adam_eps, double=a.double,
                                   max_grad_norm=a.max_grad_norm, precision=a.precision, device=self.device,
                                   cuda_graph=a.cuda_graph)
+        if self.device.type == "cuda":  # from pinned memory the copy is asynchronous; from pageable it syncs
+            self._to_device = lambda x: torch.from_numpy(x).pin_memory().to(self.device, non_blocking=True)
+        else:
+            self._to_device = torch.from_numpy
         self.replay = ReplayBuffer(a.buffer_size, cfg.env.num_envs, self.env.obs_shape, self.env.obs_dtype,
                                    frame_stack=self.env.frame_stack, n_step=a.n_step, gamma=a.gamma,
                                    seed=cfg.seed, num_actions=self.learner_actions)
@@ -362,10 +366,7 @@ class Trainer:
 
     def _sample(self, batch_size: int):
         b = self.replay.sample(batch_size)
-        if self.device.type == "cuda":  # from pinned memory the copy is asynchronous; from pageable it syncs
-            to = lambda x: torch.from_numpy(x).pin_memory().to(self.device, non_blocking=True)
-        else:
-            to = torch.from_numpy
+        to = self._to_device
         return to(b.obs), to(b.actions), to(b.returns), to(b.discounts), to(b.next_obs)
 
     def _evaluate(self, eval_log: CsvLog, progress: ProgressReporter, stop) -> bool:

@@ -57,7 +57,9 @@ def lookup_table_grad(codes: torch.Tensor, grad: torch.Tensor, rows: int, one_ho
     seed would give different weights from run to run; a one-hot matmul (``one_hot``, the
     default on CUDA) sums in a fixed order.
     """
-    if grad.is_cuda if one_hot is None else one_hot:
+    if one_hot is None:
+        one_hot = grad.is_cuda
+    if one_hot:
         return nn.functional.one_hot(codes, rows).to(grad.dtype).T @ grad
     return grad.new_zeros(rows, grad.shape[1]).index_add_(0, codes, grad)
 
