@@ -9,6 +9,8 @@ measured only after learning starts (updates dominate; the random warm-up is not
     python benchmarks/train_throughput.py --env ALE/Breakout-v5 --measure 4000
     python benchmarks/train_throughput.py --variants btcli-fp32,btcli-bf16 --num-envs 8
     python benchmarks/train_throughput.py --no-double   # vanilla DQN targets, as CleanRL's dqn_atari.py
+    python benchmarks/train_throughput.py --env ALE/Breakout-v5 --no-double --variants sb3,textbook,btcli-fp32
+        # beside Stable-Baselines3's DQN (pip install -e '.[bench]')
     python benchmarks/train_throughput.py --device cuda --variants textbook,btcli-fp32,btcli-fp32-graph
         # on a GPU; '-graph' replays the update as a CUDA graph (agent.cuda_graph)
 
@@ -20,6 +22,7 @@ default (per-tensor) Adam, and the default allocator settings.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -97,6 +100,41 @@ def run_textbook(env_id: str, warmup: int, measure: int, seed: int, threads: int
     return {"sps": measure / elapsed, "num_envs": 1, "device": str(dev)}
 
 
+def run_sb3(env_id: str, warmup: int, measure: int, seed: int, threads: int, device: str) -> dict:
+    """Stable-Baselines3's DQN (vanilla targets, no dueling) on the same task and update schedule.
+
+    Optional: ``pip install -e '.[bench]'``. SB3's AtariWrapper does the frame skipping, so the
+    v5 env is made with ``frameskip=1``; sticky actions stay at v5's 0.25.
+    """
+    import gymnasium as gym
+    import torch
+    from stable_baselines3 import DQN
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.env_util import make_atari_env
+    from stable_baselines3.common.vec_env import VecFrameStack
+
+    import ale_py
+
+    gym.register_envs(ale_py)
+    torch.set_num_threads(threads)
+    env = VecFrameStack(make_atari_env(env_id, n_envs=1, seed=seed, env_kwargs={"frameskip": 1}), n_stack=4)
+    model = DQN("CnnPolicy", env, buffer_size=warmup + measure + 10, learning_starts=warmup, batch_size=32,
+                train_freq=4, gradient_steps=1, target_update_interval=1000, learning_rate=1e-4,
+                optimize_memory_usage=False, device=device, seed=seed, verbose=0)
+
+    class Clock(BaseCallback):
+        start: float | None = None
+
+        def _on_step(self) -> bool:
+            if self.num_timesteps == warmup:
+                self.start = time.perf_counter()
+            return True
+
+    clock = Clock()
+    model.learn(total_timesteps=warmup + measure, callback=clock)
+    return {"sps": measure / (time.perf_counter() - clock.start), "num_envs": 1, "device": str(model.device)}
+
+
 def run_btcli(env_id: str, warmup: int, measure: int, seed: int, threads: int, precision: str,
               num_envs: int, device: str, double: bool, cuda_graph: bool = False) -> dict:
     return time_btcli_loop({"env.id": env_id, "env.num_envs": num_envs, "seed": seed, "threads": threads,
@@ -106,7 +144,9 @@ def run_btcli(env_id: str, warmup: int, measure: int, seed: int, threads: int, p
 
 def child(args) -> None:
     args.env = args.env[0]
-    if args.variant == "textbook":
+    if args.variant == "sb3":
+        result = run_sb3(args.env, args.warmup, args.measure, args.seed, args.threads, args.device)
+    elif args.variant == "textbook":
         result = run_textbook(args.env, args.warmup, args.measure, args.seed, args.threads, args.double, args.device)
     else:
         parts = args.variant.split("-")  # btcli-<precision>[-graph]
@@ -136,7 +176,10 @@ def main() -> None:
         measure = args.measure or (3000 if atari else 30000)
         results = {}
         for variant in args.variants.split(","):
-            if variant.startswith("btcli-bf16") and not atari:
+            if (variant.startswith("btcli-bf16") or variant == "sb3") and not atari:
+                continue
+            if variant == "sb3" and importlib.util.find_spec("stable_baselines3") is None:
+                print("sb3: skipped; install the optional baseline with: pip install -e '.[bench]'")
                 continue
             result = run_in_fresh_process(__file__, variant, env_id, warmup, measure, args,
                                  [] if args.double else ["--no-double"])
