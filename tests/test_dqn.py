@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from btcli.agent.dqn import DQNLearner, td_targets
+from btcli.agent.dqn import DQNLearner, clip_grad_norm, td_targets
 from btcli.agent.networks import QHead, build_q_network
 from btcli.behaviour import epsilon_greedy, linear_schedule
 
@@ -18,6 +18,21 @@ def test_td_targets_double_and_plain_by_hand():
     assert torch.allclose(td_targets(returns, discounts, next_target, next_online), torch.tensor([1.9, 0.5]))
     # plain: max of target -> 1 + 0.9*3 = 3.7; row 1 terminal -> 0.5
     assert torch.allclose(td_targets(returns, discounts, next_target, None), torch.tensor([3.7, 0.5]))
+
+
+@pytest.mark.parametrize("max_norm, expected", [(100.0, [30.0, 40.0, 0.0]), (10.0, [6.0, 8.0, 0.0])])
+def test_clip_grad_norm_by_hand(max_norm, expected):
+    # gradients (30, 40) and (0,): global norm 50; a max norm of 100 leaves them as they are, 10 scales by 1/5
+    def params():
+        a, b = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(1))
+        a.grad, b.grad = torch.tensor([30.0, 40.0]), torch.zeros(1)
+        return [a, b]
+
+    ours, theirs = params(), params()
+    assert clip_grad_norm(ours, max_norm).item() == pytest.approx(50.0)
+    assert torch.cat([p.grad for p in ours]).tolist() == pytest.approx(expected, rel=1e-5)
+    torch.nn.utils.clip_grad_norm_(theirs, max_norm, foreach=True)  # bit for bit the same numbers as torch's
+    assert all(torch.equal(p.grad, q.grad) for p, q in zip(ours, theirs))
 
 
 def test_dueling_head_mean_zero_advantage():

@@ -21,6 +21,20 @@ def td_targets(returns: torch.Tensor, discounts: torch.Tensor, next_q_target: to
     return returns + discounts * next_q_target.gather(1, best).squeeze(1)
 
 
+def clip_grad_norm(params: list[nn.Parameter], max_norm: float) -> torch.Tensor:
+    """Scale the gradients so their global L2 norm is at most ``max_norm``; returns the norm before.
+
+    The same arithmetic as ``nn.utils.clip_grad_norm_``, which always multiplies by the clamped
+    coefficient so a GPU never waits on a comparison. On a CPU the comparison is free, and
+    skipping the multiply by exactly 1 (most updates) saves a pass over every gradient.
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    norm = nn.utils.get_total_norm(grads, foreach=True)
+    if grads and (norm.device.type != "cpu" or bool(max_norm / (norm + 1e-6) < 1.0)):
+        nn.utils.clip_grads_with_norm_(params, max_norm, norm, foreach=True)
+    return norm
+
+
 # eager updates before a CUDA graph is captured: capture needs autograd's and the optimizer's lazy state
 GRAPH_WARMUP_UPDATES = 3
 
@@ -42,7 +56,8 @@ class DQNLearner:
         self.cuda_graph = cuda_graph and self.device.type == "cuda"
         # fused Adam runs one kernel over all parameters; the default per-tensor loop costs ~3 ms/update on a CPU.
         # capturable keeps Adam's step count on the GPU, so a graph replay advances it
-        self.optimizer = torch.optim.Adam(self.online.parameters(), lr=lr, eps=adam_eps, fused=True,
+        self._params = list(self.online.parameters())
+        self.optimizer = torch.optim.Adam(self._params, lr=lr, eps=adam_eps, fused=True,
                                           capturable=self.cuda_graph)
         self.double = double
         self.max_grad_norm = max_grad_norm
@@ -105,10 +120,11 @@ class DQNLearner:
         with self._autocast():
             q = self.online(obs).float().gather(1, actions.unsqueeze(1)).squeeze(1)
         loss = F.smooth_l1_loss(q, target)
-        self.optimizer.zero_grad(set_to_none=True)
+        for p in self._params:  # what zero_grad(set_to_none=True) does, without its ~0.1 ms of profiler hooks
+            p.grad = None
         loss.backward()
         if self.max_grad_norm > 0:
-            nn.utils.clip_grad_norm_(self.online.parameters(), self.max_grad_norm, foreach=True)
+            clip_grad_norm(self._params, self.max_grad_norm)
         self.optimizer.step()
         return loss.detach(), q.detach().mean()
 
