@@ -137,6 +137,9 @@ def finetune(
     layers: str | None = typer.Option(None, help="pre-trained weights copied: all (default), or torso (fresh Q head)"),
     freeze: str | None = typer.Option(None, help="weights kept frozen: none (default) or torso"),
     lr: float | None = typer.Option(None, help="learning rate of the fine-tuning (agent.lr)"),
+    zero_values: bool | None = typer.Option(None, "--zero-values/--copy-values",
+                                            help="start at state values of 0 (default) or copy the pre-trained values "
+                                                 "(transfer.ft_zero_values)"),
     env: EnvOpt = None, steps: StepsOpt = None, seed: SeedOpt = None, out: OutOpt = None,
     config: ConfigOpt = None, set_: SetOpt = [], device: DeviceOpt = None,  # noqa: B006 (typer reads it)
     num_envs: NumEnvsOpt = None, resume: ResumeOpt = False, json_out: JsonOpt = False, quiet: QuietOpt = False,
@@ -144,7 +147,8 @@ def finetune(
     """Fine-tune pre-trained weights on the rewarded task (the same code as `transfer --mode ft`)."""
     try:
         flags = {"mode": "ft", "command": "finetune", "transfer.pretrained": _path(pretrained),
-                 "transfer.ft_layers": layers, "transfer.freeze": freeze, "agent.lr": lr}
+                 "transfer.ft_layers": layers, "transfer.freeze": freeze, "agent.lr": lr,
+                 "transfer.ft_zero_values": zero_values}
         _train(_overrides(config, flags | _common(env, steps, seed, device, num_envs), set_),
                out, resume, json_out, quiet)
     except BtcliError as e:

@@ -108,6 +108,9 @@ class TransferConfig:
                                  "learns its value (exploitation through π_p, the paper's v1)")
     ft_layers: str = _f("all", "ft, bt+ft: copy 'all' pre-trained weights, or the 'torso' only with a fresh Q head")
     freeze: str = _f("none", "ft, bt+ft: weights kept frozen while training: 'none' or 'torso'")
+    ft_zero_values: bool = _f(True, "ft, bt+ft: start fine-tuning with state values of 0, not on the pre-training "
+                              "reward's scale: the copied head keeps only its differences between actions "
+                              "(Q - mean over actions), a fresh head (ft_layers=torso) starts at Q = 0")
 
 
 @dataclass

@@ -24,7 +24,7 @@ from btcli.envs.base import coverage_key
 from btcli.errors import Interrupted
 from btcli.evaluation import evaluate, greedy_actor
 from btcli.intrinsic.sources import make_source
-from btcli.pretrained import Pretrained, copy_weights, freeze, load_pretrained
+from btcli.pretrained import Pretrained, copy_weights, freeze, load_pretrained, zero_values
 from btcli.progress import ProgressReporter
 from btcli.runs import (
     EVAL_COLUMNS,
@@ -128,6 +128,8 @@ class Trainer:
             pretrained.check_architecture(to_dict(cfg.agent))
             copy_weights(self.learner.online, pretrained.state["learner"]["online"], cfg.transfer.ft_layers,
                          extra_actions=int(cfg.transfer.pretrained_action))
+            if cfg.transfer.ft_zero_values:
+                zero_values(self.learner.online, cfg.transfer.ft_layers)
             self.learner.sync_target()
             freeze(self.learner.online, cfg.transfer.freeze)
         if cfg.mode in ("bt", "bt+ft") or cfg.transfer.pretrained_action:

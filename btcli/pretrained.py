@@ -145,6 +145,33 @@ def copy_weights(target: QNetwork, source_state: dict[str, torch.Tensor], layers
     return sorted(wanted)
 
 
+@torch.no_grad()
+def zero_values(net: QNetwork, layers: str) -> None:
+    """Start fine-tuning at state values of 0, keeping only what the head says between actions.
+
+    With the copied head (``layers='all'``) Q(s, a) becomes Q(s, a) - mean_a Q(s, a): the
+    dueling head's value stream is zeroed (its advantages are already centred), a plain head's
+    rows are centred. The pre-trained policy's ranking of actions is unchanged. A fresh head
+    (``layers='torso'``) is zeroed, so Q = 0 everywhere, whatever the scale of the copied features.
+
+    Why: pre-trained values are on the intrinsic reward's scale (e.g. ~10 for a coverage reward
+    against a task whose returns are at most 1), and the copied features can be several times
+    larger than fresh ones, so a fresh head on them also starts far from the task's values. DQN
+    unlearns a uniformly inflated value only at about (1 - gamma) per target period, and until
+    then bootstrapping keeps it inflated (experiments/RESULTS.md).
+    """
+    head = net.head
+    if layers == "torso":
+        for param in head.parameters():
+            param.zero_()
+    elif head.value is not None:
+        head.value.weight.zero_()
+        head.value.bias.zero_()
+    else:
+        head.advantage.weight.sub_(head.advantage.weight.mean(dim=0, keepdim=True))
+        head.advantage.bias.sub_(head.advantage.bias.mean())
+
+
 def freeze(net: nn.Module, part: str) -> list[str]:
     """Stop gradients into ``part`` ('none' or 'torso'); returns the frozen parameter names."""
     if part == "none":

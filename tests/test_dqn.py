@@ -7,6 +7,7 @@ import torch
 from btcli.agent.dqn import DQNLearner, clip_grad_norm, td_targets
 from btcli.agent.networks import QHead, build_q_network
 from btcli.behaviour import epsilon_greedy, linear_schedule
+from btcli.pretrained import zero_values
 
 
 def test_td_targets_double_and_plain_by_hand():
@@ -33,6 +34,29 @@ def test_clip_grad_norm_by_hand(max_norm, expected):
     assert torch.cat([p.grad for p in ours]).tolist() == pytest.approx(expected, rel=1e-5)
     torch.nn.utils.clip_grad_norm_(theirs, max_norm, foreach=True)  # bit for bit the same numbers as torch's
     assert all(torch.equal(p.grad, q.grad) for p, q in zip(ours, theirs))
+
+
+@pytest.mark.parametrize("dueling", [True, False])
+def test_zero_values_keeps_only_differences_between_actions(dueling):
+    torch.manual_seed(0)
+    net = build_q_network((6,), 4, dueling=dueling)
+    with torch.no_grad():
+        for p in net.head.parameters():
+            p.add_(3.0)  # an offset common to every action, as an intrinsic reward's values carry
+        obs = torch.randn(16, 6)
+        before = net(obs)
+        zero_values(net, "all")
+        after = net(obs)
+    assert before.mean().item() > 1.0
+    scale = before.abs().max().item()  # float32 rounding of values this size
+    torch.testing.assert_close(after, before - before.mean(dim=1, keepdim=True), rtol=0, atol=1e-6 * scale)
+    assert torch.equal(after.argmax(dim=1), before.argmax(dim=1))
+
+
+def test_zero_values_with_a_fresh_head_gives_zero_q():
+    net = build_q_network((6,), 4, dueling=True)
+    zero_values(net, "torso")
+    assert torch.equal(net(torch.randn(5, 6)), torch.zeros(5, 4))
 
 
 def test_dueling_head_mean_zero_advantage():

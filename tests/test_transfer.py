@@ -45,11 +45,26 @@ def pretrained_weights(run_path):
 
 @pytest.mark.parametrize("layers", ["all", "torso"])
 def test_ft_copies_exactly_the_chosen_layers(tmp_path, pretrained_run, layers):
-    trainer = make(tmp_path, "ft", pretrained_run, **{"transfer.ft_layers": layers})
+    trainer = make(tmp_path, "ft", pretrained_run, **{"transfer.ft_layers": layers, "transfer.ft_zero_values": False})
     source = pretrained_weights(pretrained_run)
     for name, value in trainer.learner.online.state_dict().items():
         same = torch.equal(value, source[name])
         assert same == (layers == "all" or name.startswith("torso.")), name
+
+
+@pytest.mark.parametrize("layers", ["all", "torso"])
+def test_ft_starts_at_zero_state_values_by_default(tmp_path, pretrained_run, layers):
+    trainer = make(tmp_path, "ft", pretrained_run, **{"transfer.ft_layers": layers})
+    source = pretrained_weights(pretrained_run)
+    own = trainer.learner.online.state_dict()
+    changed = {name for name, value in own.items() if not torch.equal(value, source[name])}
+    if layers == "all":  # only the value stream differs from the copy, and it is zero
+        assert changed == {"head.value.weight", "head.value.bias"}
+    else:
+        assert all(not name.startswith("torso.") for name in changed)
+    assert all(not own[name].any() for name in own if name.startswith("head.value.") or
+               (layers == "torso" and name.startswith("head.")))
+    assert torch.equal(trainer.learner.target.state_dict()["head.value.weight"], own["head.value.weight"])
     # the target network starts as a copy of the initialised online network
     for name, value in trainer.learner.target.state_dict().items():
         assert torch.equal(value, trainer.learner.online.state_dict()[name])
@@ -176,17 +191,20 @@ def test_mismatched_or_missing_pretrained_runs_are_refused(btcli, tmp_path, pret
 def test_finetune_command_is_mode_ft_with_its_own_knobs(btcli, tmp_path, pretrained_run):
     out = tmp_path / "ft"
     proc = btcli("finetune", "--pretrained", str(pretrained_run), "--layers", "torso", "--freeze", "torso",
-                 "--lr", "0.001", "--env", ENV, "--steps", "800", "--out", str(out), "--set", "threads=1", "--json", "-q")
+                 "--lr", "0.001", "--copy-values", "--env", ENV, "--steps", "800", "--out", str(out), "--set", "threads=1", "--json", "-q")
     assert proc.returncode == 0, proc.stderr
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     assert cfg["command"] == "finetune" and cfg["mode"] == "ft" and cfg["agent"]["lr"] == 0.001
     assert cfg["transfer"]["ft_layers"] == "torso" and cfg["transfer"]["freeze"] == "torso"
+    assert cfg["transfer"]["ft_zero_values"] is False
     summary = json.loads(proc.stdout)
     assert summary["pretrained"]["sha256"] == cfg["provenance"]["pretrained"]["sha256"]
 
 
 def test_pretrained_action_hands_steps_to_pi_and_is_learned(tmp_path, pretrained_run, btcli):
-    trainer = make(tmp_path, "bt+ft", pretrained_run, **{"transfer.pretrained_action": True})
+    # values copied as they are: in 1,200 steps the greedy learner then picks the hand-off action
+    trainer = make(tmp_path, "bt+ft", pretrained_run, **{"transfer.pretrained_action": True,
+                                                          "transfer.ft_zero_values": False})
     n_env_actions = trainer.env.num_actions
     assert trainer.learner.online.head.advantage.out_features == n_env_actions + 1
     # FT fills the pre-trained rows of the grown head; the hand-off row keeps its fresh init
