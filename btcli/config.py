@@ -83,6 +83,9 @@ class IntrinsicConfig:
     ngu_normalise: bool = _f(True, "ngu: divide rewards by their running std (our choice; NGU's R2D2 rescales values instead)")
     count_scope: str = _f("lifelong", "objective count: 'lifelong' 1/sqrt(N(cell)) over the run, or 'episode': 1 for "
                           "a cell first entered in this episode, else 0 (pair with env.visited)")
+    bootstrap_terminal: bool = _f(False, "pretrain: learn through the task's terminal states (e.g. MiniGrid's goal) as "
+                                  "through a time limit, so the intrinsic values do not teach π_p to avoid them; "
+                                  "the episode still ends there")
 
 
 TRANSFER_MODES = ("scratch", "ez-greedy", "ft", "bt", "bt+ft")
@@ -171,6 +174,9 @@ class RunConfig:
             raise ConfigError(f"config key 'intrinsic.objective' is '{self.intrinsic.objective}' in a "
                               f"'{self.command}' run; pretrain needs an objective ({', '.join(OBJECTIVES)}), "
                               "transfer none")
+        if self.intrinsic.bootstrap_terminal and self.command != "pretrain":
+            raise ConfigError("config key 'intrinsic.bootstrap_terminal' applies to pretrain runs only; a transfer "
+                              "learns the task's terminations")
         try:
             validate_env_config(self.env)
         except ValueError as e:  # messages read "env.<key> must ..."

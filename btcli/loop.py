@@ -254,7 +254,10 @@ class Trainer:
                 else:  # pre-training: the learner never sees the task's reward
                     rewards = self.intrinsic.rewards(obs, actions, step)
                     ep_intrinsic += rewards
-                self.replay.add(obs, actions, rewards, step.terminated, step.truncated, step.final_obs)
+                terminated, truncated = step.terminated, step.truncated
+                if self.intrinsic is not None and cfg.intrinsic.bootstrap_terminal:  # a reward-free learner sees no goal
+                    terminated, truncated = np.zeros_like(terminated), terminated | truncated
+                self.replay.add(obs, actions, rewards, terminated, truncated, step.final_obs)
                 ep_return += step.reward
                 ep_length += 1
                 c.env_steps += n

@@ -46,6 +46,32 @@ def test_learner_sees_count_bonus_not_task_reward(tmp_path):
     assert (evals["coverage"] >= 1).all()
 
 
+@pytest.mark.parametrize("bootstrap", [False, True])
+def test_bootstrap_terminal_stores_goal_steps_as_time_limits(tmp_path, bootstrap):
+    trainer = make(tmp_path, **{"intrinsic.bootstrap_terminal": bootstrap, "steps": 600})
+    ends, stored = [], []
+    step, add = trainer.env.step, trainer.replay.add
+    trainer.env.step = lambda a: (lambda s: (ends.append((s.terminated.copy(), s.truncated.copy())), s)[1])(step(a))
+    trainer.replay.add = lambda obs, a, r, term, trunc, final: (stored.append((term.copy(), trunc.copy())),
+                                                                 add(obs, a, r, term, trunc, final))[1]
+    trainer.train()
+    env_term = np.concatenate([t for t, _ in ends])
+    env_trunc = np.concatenate([t for _, t in ends])
+    term = np.concatenate([t for t, _ in stored])
+    trunc = np.concatenate([t for _, t in stored])
+    assert env_term.any()  # random steps reach the goal of the 3x3 room
+    if bootstrap:  # the goal ends the episode but is learned through like a time limit
+        assert not term.any() and np.array_equal(trunc, env_term | env_trunc)
+    else:
+        assert np.array_equal(term, env_term) and np.array_equal(trunc, env_trunc)
+    assert len(pd.read_csv(trainer.run.metrics_path)) == int((env_term | env_trunc).sum())
+
+
+def test_bootstrap_terminal_is_for_pretraining_only():
+    with pytest.raises(ConfigError, match="bootstrap_terminal' applies to pretrain runs only"):
+        build_config({"env.id": "MiniGrid-Empty-5x5-v0", "intrinsic.bootstrap_terminal": True})
+
+
 def test_counts_survive_a_checkpoint(tmp_path):
     first = make(tmp_path)
     first.train()
