@@ -107,6 +107,8 @@ class Trainer:
                                       device=self.device, count_scope=obj.count_scope, embed_dim=obj.ngu_embed_dim,
                                       idm_lr=obj.ngu_idm_lr, k=obj.ngu_k, memory_capacity=obj.ngu_memory,
                                       train_every=obj.ngu_train_every, normalise=obj.ngu_normalise))
+        # pretrain only (validated): the learner bootstraps through the task's terminal states
+        self._learn_through_terminal = obj.bootstrap_terminal
         # coverage: distinct grid cells (MiniGrid) or rooms (Atari RAM probes) per episode and overall
         self._coverage_key = coverage_key(self.env.last_probes())
         self.visited: set[int] = set()
@@ -255,7 +257,7 @@ class Trainer:
                     rewards = self.intrinsic.rewards(obs, actions, step)
                     ep_intrinsic += rewards
                 terminated, truncated = step.terminated, step.truncated
-                if self.intrinsic is not None and cfg.intrinsic.bootstrap_terminal:  # a reward-free learner sees no goal
+                if self._learn_through_terminal:  # stored as time limits; the episode still ends below
                     terminated, truncated = np.zeros_like(terminated), terminated | truncated
                 self.replay.add(obs, actions, rewards, terminated, truncated, step.final_obs)
                 ep_return += step.reward
