@@ -142,6 +142,49 @@ def test_update_moves_q_towards_target_and_sync_copies():
     assert learner.updates == 50
 
 
+def _grid_batch(shape: tuple[int, ...], batch: int, seed: int) -> torch.Tensor:
+    """Random floor/wall grids with one agent each, facing a random way."""
+    g = torch.Generator().manual_seed(seed)
+    obs = torch.zeros(batch, *shape, dtype=torch.uint8)
+    obs[..., 0] = torch.where(torch.rand(batch, *shape[:2], generator=g) < 0.2, 2, 1).to(torch.uint8)
+    for i in range(batch):
+        y, x = torch.randint(1, shape[0] - 1, (2,), generator=g).tolist()
+        obs[i, y, x] = torch.tensor([10, int(torch.randint(0, 4, (1,), generator=g))])
+    return obs
+
+
+@pytest.mark.parametrize("torso, shape", [("mlp", (7, 7, 2)), ("gridego", (7, 7, 2)), ("cnn", (4, 84, 84))])
+def test_update_matches_plain_forwards_and_encodes_each_batch_once(torso, shape):
+    # the learner encodes next_obs once for both networks (grids: obs and next_obs in one call);
+    # its loss and gradients must equal the textbook ones from plain forwards of each network
+    torch.manual_seed(0)
+    net = build_q_network(shape, 5, torso=torso, hidden=32)
+    batch = 6
+    if torso == "cnn":
+        obs, next_obs = (torch.randint(0, 256, (batch, *shape), dtype=torch.uint8) for _ in range(2))
+    else:
+        obs, next_obs = _grid_batch(shape, batch, 1), _grid_batch(shape, batch, 2)
+    actions = torch.tensor([0, 1, 2, 3, 4, 0])
+    returns, discounts = torch.linspace(-1.0, 1.0, batch), torch.full((batch,), 0.9)
+
+    online, target = copy.deepcopy(net), copy.deepcopy(net)
+    with torch.no_grad():
+        next_online, next_target = online(next_obs), target(next_obs)
+        y = td_targets(returns, discounts, next_target, next_online)
+    expected_loss = torch.nn.functional.smooth_l1_loss(online(obs).gather(1, actions[:, None]).squeeze(1), y)
+    expected_loss.backward()
+
+    learner = DQNLearner(copy.deepcopy(net), lr=0.0, adam_eps=1e-8, max_grad_norm=0.0)
+    calls = []
+    encode = learner.online.torso.encode
+    learner.online.torso.encode = lambda o: calls.append(len(o)) or encode(o)
+    loss, _ = learner.update(obs, actions, returns, discounts, next_obs)
+    assert calls == ([2 * batch] if torso != "cnn" else [batch, batch])
+    torch.testing.assert_close(loss, expected_loss.detach(), rtol=1e-5, atol=1e-6)
+    for (name, p), ref in zip(learner.online.named_parameters(), online.parameters()):
+        torch.testing.assert_close(p.grad, ref.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
 def test_linear_schedule_by_hand():
     assert linear_schedule(1.0, 0.1, 100, 0) == 1.0
     assert abs(linear_schedule(1.0, 0.1, 100, 50) - 0.55) < 1e-12

@@ -113,12 +113,18 @@ class DQNLearner:
 
     def _step(self, obs: torch.Tensor, actions: torch.Tensor, returns: torch.Tensor,
               discounts: torch.Tensor, next_obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # the parameter-free input transform (frames to floats, grids to cell codes) is shared by
+        # the target and the online network's forwards of next_obs
+        x, next_x = self._encode(obs, next_obs)
         with torch.no_grad(), self._autocast():
-            next_q_target = self.target(next_obs).float()
-            next_q_online = self.online(next_obs).float() if self.double else None
+            next_q_target = self.target.q_from_encoded(next_x).float()
+            next_q_online = self.online.q_from_encoded(next_x).float() if self.double else None
             target = td_targets(returns, discounts, next_q_target, next_q_online)
+        del next_x
+        if x is None:
+            x = self.online.encode(obs)
         with self._autocast():
-            q = self.online(obs).float().gather(1, actions.unsqueeze(1)).squeeze(1)
+            q = self.online.q_from_encoded(x).float().gather(1, actions.unsqueeze(1)).squeeze(1)
         loss = F.smooth_l1_loss(q, target)
         for p in self._params:  # what zero_grad(set_to_none=True) does, without its ~0.1 ms of profiler hooks
             p.grad = None
@@ -127,6 +133,13 @@ class DQNLearner:
             clip_grad_norm(self._params, self.max_grad_norm)
         self.optimizer.step()
         return loss.detach(), q.detach().mean()
+
+    def _encode(self, obs: torch.Tensor, next_obs: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(encoded obs or None: encode it when needed, encoded next_obs)."""
+        if self.online.torso.encode_together:
+            x, next_x = self.online.encode(torch.cat((obs, next_obs))).split(len(obs))
+            return x, next_x
+        return None, self.online.encode(next_obs)
 
     def sync_target(self) -> None:
         """Copy the online weights into the target network."""
