@@ -349,3 +349,33 @@ def test_small_four_rooms_tasks_share_one_layout():
             assert goal == ([[9, 9]] if task.endswith("Far-v0") else [[2, 3]])
     first = grids["MiniGrid-SmallFourRooms-v0"]
     assert all((g == first).all() for g in grids.values())
+
+
+def test_minigrid_action_subset_maps_to_the_tasks_actions():
+    from minigrid.core.actions import Actions
+
+    from btcli.envs.base import MINIGRID_ACTIONS
+
+    assert MINIGRID_ACTIONS == tuple(a.name for a in Actions)  # the order is minigrid's own
+    # 'toggle,forward': agent action 0 is minigrid's toggle (5), 1 its forward (2)
+    cfg = EnvConfig(id="MiniGrid-Empty-8x8-v0", num_envs=2, actions="toggle,forward")
+    sub, full = make_vec_env(cfg, seed=3), make_vec_env(EnvConfig(id="MiniGrid-Empty-8x8-v0", num_envs=2), seed=3)
+    assert sub.num_actions == 2 and sub.action_meanings == ["toggle", "forward"]
+    sub.reset(), full.reset()
+    for sub_actions, full_actions in [([1, 0], [2, 5]), ([1, 1], [2, 2]), ([0, 1], [5, 2])]:
+        a, b = sub.step(np.array(sub_actions)), full.step(np.array(full_actions))
+        np.testing.assert_array_equal(a.obs, b.obs)
+        np.testing.assert_array_equal(a.probes["cell"], b.probes["cell"])
+    nav = make_vec_env(EnvConfig(id="MiniGrid-Empty-8x8-v0", num_envs=1, actions="navigation"), seed=0)
+    assert nav.action_meanings == ["left", "right", "forward"]
+
+
+@pytest.mark.parametrize("env_id, actions, message", [
+    ("MiniGrid-Empty-8x8-v0", "left,jump", "unknown action 'jump'"),
+    ("MiniGrid-Empty-8x8-v0", "left,left", "names an action twice"),
+    ("ALE/Breakout-v5", "navigation", "MiniGrid tasks only"),
+])
+def test_bad_action_sets_are_one_line_errors(env_id, actions, message):
+    with pytest.raises(ValueError, match=message) as err:
+        make_vec_env(EnvConfig(id=env_id, actions=actions), seed=0)
+    assert "\n" not in str(err.value)

@@ -15,7 +15,7 @@ for Atari only when made with ``render=True``). See ``base.py`` for the contract
 
 from __future__ import annotations
 
-from .base import EnvConfig, Step, VecEnv
+from .base import EnvConfig, Step, VecEnv, minigrid_action_names
 from .registry import (
     UnknownEnvError,
     is_atari,
@@ -56,6 +56,11 @@ def validate_env_config(cfg: EnvConfig) -> None:
         raise ValueError(f"env.noop_max must be >= 0, got {cfg.noop_max}")
     if cfg.max_episode_steps < 0:
         raise ValueError(f"env.max_episode_steps must be >= 0, got {cfg.max_episode_steps}")
+    if cfg.actions != "all":
+        if is_atari(cfg.id):
+            raise ValueError("env.actions applies to MiniGrid tasks only; ALE v5 already gives each game its "
+                             "minimal action set")
+        minigrid_action_names(cfg.actions)
     if cfg.atari_backend not in ATARI_BACKENDS:
         raise ValueError(f"env.atari_backend must be one of {', '.join(ATARI_BACKENDS)}, got {cfg.atari_backend!r}")
 

@@ -94,6 +94,25 @@ class SequentialVecEnv:
             raise RuntimeError("call reset() before step()")
 
 
+# MiniGrid's action names in the order of its Actions enum (the env's action index)
+MINIGRID_ACTIONS = ("left", "right", "forward", "pickup", "drop", "toggle", "done")
+MINIGRID_ACTION_SETS = {"all": MINIGRID_ACTIONS, "navigation": ("left", "right", "forward")}
+
+
+def minigrid_action_names(spec: str) -> tuple[str, ...]:
+    """The action names an ``env.actions`` value selects; ``ValueError`` (one line) on a bad one."""
+    if spec in MINIGRID_ACTION_SETS:
+        return MINIGRID_ACTION_SETS[spec]
+    names = tuple(n.strip() for n in spec.split(","))
+    unknown = [n for n in names if n not in MINIGRID_ACTIONS]
+    if unknown:
+        raise ValueError(f"env.actions has unknown action {unknown[0]!r}; use 'all', "
+                         f"'navigation' or names from {', '.join(MINIGRID_ACTIONS)} joined by commas")
+    if len(set(names)) != len(names):
+        raise ValueError(f"env.actions names an action twice in {spec!r}; list each once")
+    return names
+
+
 def _f(default, help: str):
     """A dataclass field whose one-line help text feeds ``--help`` and the README."""
     return field(default=default, metadata={"help": help})
@@ -114,3 +133,5 @@ class EnvConfig:
     max_episode_steps: int = _f(0, "MiniGrid: step limit per episode (0: the task's own limit)")
     visited: bool = _f(False, "MiniGrid: mark the cells visited this episode in the observation (state + 4), so "
                        "episodic novelty is a function of the observation")
+    actions: str = _f("all", "MiniGrid: the agent's actions: 'all' (the task's 7), 'navigation' (left, right, "
+                      "forward) or names joined by commas, e.g. 'left,right,forward,toggle'")

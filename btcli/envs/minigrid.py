@@ -27,6 +27,9 @@ so tasks with moving objects stay exact without a full re-encode). A grid object
 mid-episode triggers a full re-encode. The env's own partially observable ``gen_obs`` (about
 85% of a plain ``step``) is replaced by a stub returning ``None``: btcli never reads it.
 
+Actions: all 7 of minigrid's by default; ``cfg.actions`` may select a subset (agent action k is
+the k-th name listed), e.g. ``navigation``: left, right, forward.
+
 Rewards are the task's own (raw). An episode is truncated at the task's step limit; a positive
 ``cfg.max_episode_steps`` replaces that limit (it is set as the task's ``max_steps``, which the
 success reward ``1 - 0.9 * steps / max_steps`` also uses).
@@ -40,7 +43,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import EnvConfig, SequentialVecEnv, Step
+from .base import EnvConfig, SequentialVecEnv, Step, minigrid_action_names
 
 AGENT_IDX = 10
 EMPTY_IDX = 1
@@ -102,8 +105,11 @@ class MiniGridVecEnv(SequentialVecEnv):
         first = self._envs[0]
         self.width, self.height = first.width, first.height
         self.obs_shape = (self.height, self.width, 2)
-        self.num_actions = int(first.action_space.n)
-        self.action_meanings = [first.actions(a).name for a in range(self.num_actions)]
+        # agent action k is the task's action self._action_ids[k] (env.actions may select a subset)
+        names = minigrid_action_names(cfg.actions)
+        self._action_ids = [first.actions[name].value for name in names]
+        self.num_actions = len(names)
+        self.action_meanings = list(names)
         self._limit = cfg.max_episode_steps if cfg.max_episode_steps > 0 else None
         self._obs = np.zeros((self.num_envs, *self.obs_shape), dtype=np.uint8)
         self._cell = np.zeros(self.num_envs, dtype=np.int64)
@@ -160,7 +166,7 @@ class MiniGridVecEnv(SequentialVecEnv):
         for i in range(n):
             env = self._envs[i]
             x0, y0 = env.agent_pos
-            _, r, term, trunc, _ = env.step(int(actions[i]))
+            _, r, term, trunc, _ = env.step(self._action_ids[actions[i]])
             obs = obs_all[i]
             grid = env.grid
             if grid is not self._grids[i]:  # the task built a new grid: start over
