@@ -135,7 +135,8 @@ class DQNLearner:
         return loss.detach(), q.detach().mean()
 
     def _encode(self, obs: torch.Tensor, next_obs: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """(encoded obs or None: encode it when needed, encoded next_obs)."""
+        """(encoded obs, encoded next_obs); obs is None unless the torso encodes both in one call,
+        and is then encoded right before its own forward."""
         if self.online.torso.encode_together:
             x, next_x = self.online.encode(torch.cat((obs, next_obs))).split(len(obs))
             return x, next_x
