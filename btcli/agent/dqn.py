@@ -114,14 +114,18 @@ class DQNLearner:
     def _step(self, obs: torch.Tensor, actions: torch.Tensor, returns: torch.Tensor,
               discounts: torch.Tensor, next_obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # the parameter-free input transform (frames to floats, grids to cell codes) is shared by
-        # the target and the online network's forwards of next_obs
-        x, next_x = self._encode(obs, next_obs)
+        # the target and the online network's forwards of next_obs; grids encode obs with it
+        together = self.online.torso.encode_together
+        if together:
+            x, next_x = self.online.encode(torch.cat((obs, next_obs))).split(len(obs))
+        else:
+            next_x = self.online.encode(next_obs)
         with torch.no_grad(), self._autocast():
             next_q_target = self.target.q_from_encoded(next_x).float()
             next_q_online = self.online.q_from_encoded(next_x).float() if self.double else None
             target = td_targets(returns, discounts, next_q_target, next_q_online)
         del next_x
-        if x is None:
+        if not together:
             x = self.online.encode(obs)
         with self._autocast():
             q = self.online.q_from_encoded(x).float().gather(1, actions.unsqueeze(1)).squeeze(1)
@@ -133,14 +137,6 @@ class DQNLearner:
             clip_grad_norm(self._params, self.max_grad_norm)
         self.optimizer.step()
         return loss.detach(), q.detach().mean()
-
-    def _encode(self, obs: torch.Tensor, next_obs: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """(encoded obs, encoded next_obs); obs is None unless the torso encodes both in one call,
-        and is then encoded right before its own forward."""
-        if self.online.torso.encode_together:
-            x, next_x = self.online.encode(torch.cat((obs, next_obs))).split(len(obs))
-            return x, next_x
-        return None, self.online.encode(next_obs)
 
     def sync_target(self) -> None:
         """Copy the online weights into the target network."""
