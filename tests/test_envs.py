@@ -354,7 +354,7 @@ def test_small_four_rooms_tasks_share_one_layout():
 def test_minigrid_action_subset_maps_to_the_tasks_actions():
     from minigrid.core.actions import Actions
 
-    from btcli.envs.base import MINIGRID_ACTIONS
+    from btcli.envs.minigrid import MINIGRID_ACTIONS
 
     assert MINIGRID_ACTIONS == tuple(a.name for a in Actions)  # the order is minigrid's own
     # 'toggle,forward': agent action 0 is minigrid's toggle (5), 1 its forward (2)

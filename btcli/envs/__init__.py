@@ -15,7 +15,8 @@ for Atari only when made with ``render=True``). See ``base.py`` for the contract
 
 from __future__ import annotations
 
-from .base import EnvConfig, Step, VecEnv, minigrid_action_names
+from .base import EnvConfig, Step, VecEnv
+from .minigrid import minigrid_action_names
 from .registry import (
     UnknownEnvError,
     is_atari,

@@ -94,25 +94,6 @@ class SequentialVecEnv:
             raise RuntimeError("call reset() before step()")
 
 
-# MiniGrid's action names in the order of its Actions enum (the env's action index)
-MINIGRID_ACTIONS = ("left", "right", "forward", "pickup", "drop", "toggle", "done")
-MINIGRID_ACTION_SETS = {"all": MINIGRID_ACTIONS, "navigation": ("left", "right", "forward")}
-
-
-def minigrid_action_names(spec: str) -> tuple[str, ...]:
-    """The action names an ``env.actions`` value selects; ``ValueError`` (one line) on a bad one."""
-    if spec in MINIGRID_ACTION_SETS:
-        return MINIGRID_ACTION_SETS[spec]
-    names = tuple(n.strip() for n in spec.split(","))
-    unknown = [n for n in names if n not in MINIGRID_ACTIONS]
-    if unknown:
-        raise ValueError(f"env.actions has unknown action {unknown[0]!r}; use 'all', "
-                         f"'navigation' or names from {', '.join(MINIGRID_ACTIONS)} joined by commas")
-    if len(set(names)) != len(names):
-        raise ValueError(f"env.actions names an action twice in {spec!r}; list each once")
-    return names
-
-
 def _f(default, help: str):
     """A dataclass field whose one-line help text feeds ``--help`` and the README."""
     return field(default=default, metadata={"help": help})

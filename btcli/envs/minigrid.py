@@ -43,11 +43,30 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import EnvConfig, SequentialVecEnv, Step, minigrid_action_names
+from .base import EnvConfig, SequentialVecEnv, Step
 
 AGENT_IDX = 10
 EMPTY_IDX = 1
 VISITED_MARK = 4  # added to channel 1 of visited cells with cfg.visited
+
+
+# MiniGrid's action names in the order of its Actions enum (the env's action index)
+MINIGRID_ACTIONS = ("left", "right", "forward", "pickup", "drop", "toggle", "done")
+MINIGRID_ACTION_SETS = {"all": MINIGRID_ACTIONS, "navigation": ("left", "right", "forward")}
+
+
+def minigrid_action_names(spec: str) -> tuple[str, ...]:
+    """The action names an ``env.actions`` value selects; ``ValueError`` (one line) on a bad one."""
+    if spec in MINIGRID_ACTION_SETS:
+        return MINIGRID_ACTION_SETS[spec]
+    names = tuple(n.strip() for n in spec.split(","))
+    unknown = [n for n in names if n not in MINIGRID_ACTIONS]
+    if unknown:
+        raise ValueError(f"env.actions has unknown action {unknown[0]!r}; use 'all', "
+                         f"'navigation' or names from {', '.join(MINIGRID_ACTIONS)} joined by commas")
+    if len(set(names)) != len(names):
+        raise ValueError(f"env.actions names an action twice in {spec!r}; list each once")
+    return names
 
 
 def _cell_code(v) -> tuple[int, int]:
