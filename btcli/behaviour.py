@@ -176,15 +176,25 @@ class FlightBehaviour:
         }
 
     def state_dict(self) -> dict[str, object]:
-        """The whole-run counts (flights in progress end with the episodes a resume restarts)."""
+        """The whole-run counts, the counts since the last drain and, under "episodes", the flights
+        in progress (a resume that restarts its episodes drops them: flights never outlive one)."""
         return {"steps": self.total_steps.tolist(), "flights": self.total_flights,
-                "flight_steps": self.total_flight_steps, "longest": self.longest_flight}
+                "flight_steps": self.total_flight_steps, "longest": self.longest_flight,
+                "episodes": {"n_left": self.n_left.tolist(), "kind": self.kind.tolist(),
+                              "action": self.action.tolist(), "length": self.length.tolist()},
+                "since_drain": {"steps": self.stats.steps.tolist(), "durations": list(self.stats.durations)}}
 
     def load_state_dict(self, state: dict[str, object]) -> None:
         self.total_steps = np.asarray(state["steps"], dtype=np.int64)
         self.total_flights = int(state["flights"])
         self.total_flight_steps = int(state["flight_steps"])
         self.longest_flight = int(state["longest"])
+        if "since_drain" in state:
+            self.stats = FlightStats(np.asarray(state["since_drain"]["steps"], dtype=np.int64),
+                                     list(state["since_drain"]["durations"]))
+        if "episodes" in state:
+            for key, values in state["episodes"].items():
+                getattr(self, key)[...] = values
 
     def drain(self) -> FlightStats:
         """The counts since the last drain (for a train.csv row)."""

@@ -57,10 +57,37 @@ class Counters:
     elapsed_s: float = 0.0  # wall time before this process (resumed runs)
 
 
+@dataclass
+class Episodes:
+    """The loop's view of the episodes in progress, one row per environment copy."""
+
+    obs: np.ndarray  # the observations to act on next
+    ret: np.ndarray  # raw return so far
+    intrinsic: np.ndarray  # intrinsic return so far (pre-training)
+    length: np.ndarray  # steps so far
+    cells: list[set]  # coverage: cells (rooms) visited so far
+    who: np.ndarray  # [num_envs, 3] steps taken by the learner, π_p, random
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"ret": self.ret.tolist(), "intrinsic": self.intrinsic.tolist(), "length": self.length.tolist(),
+                "cells": [sorted(c) for c in self.cells], "who": self.who.tolist()}
+
+    @classmethod
+    def restored(cls, obs: np.ndarray, state: dict[str, Any]) -> Episodes:
+        return cls(obs, np.asarray(state["ret"], dtype=np.float64), np.asarray(state["intrinsic"], dtype=np.float64),
+                   np.asarray(state["length"], dtype=np.int64), [set(c) for c in state["cells"]],
+                   np.asarray(state["who"], dtype=np.int64))
+
+
 def checkpoint_identity(cfg: RunConfig, env) -> dict[str, Any]:
     """What a checkpoint says about the task it was trained on (checked by resume and transfer)."""
     return {"env_id": cfg.env.id, "obs_shape": list(env.obs_shape), "num_actions": int(env.num_actions),
             "action_meanings": list(env.action_meanings), "visited_marks": bool(cfg.env.visited)}
+
+
+def _for_episodes(state: dict[str, Any], continuing: bool) -> dict[str, Any]:
+    """A component's saved state, without its "episodes" part when a resume restarts the episodes."""
+    return state if continuing else {k: v for k, v in state.items() if k != "episodes"}
 
 
 class Trainer:
@@ -113,6 +140,9 @@ class Trainer:
         self._coverage_key = coverage_key(self.env.last_probes())
         self.visited: set[int] = set()
         self._eval_env = None
+        self.episodes: Episodes | None = None  # set by train(), or by restore() when a checkpoint continues them
+        self._losses: list[torch.Tensor] = []  # learner stats since the last train.csv row
+        self._qs: list[torch.Tensor] = []
         self.recent_returns: list[float] = []
         self.last_eval: dict[str, Any] | None = None
 
@@ -161,7 +191,18 @@ class Trainer:
             "objective": self.cfg.intrinsic.objective,
             "visited": sorted(self.visited),
             "behaviour": self.behaviour.state_dict(),
+            "train_window": {"losses": [float(x) for x in self._losses], "qs": [float(x) for x in self._qs]},
+            "episodes": self._episodes_state(),
         }
+
+    def _episodes_state(self) -> dict[str, Any] | None:
+        """The episodes in progress, when the environment can save them (MiniGrid: an exact resume)."""
+        if self.episodes is None:
+            return None
+        env_state = self.env.state_dict()
+        if env_state is None:
+            return None
+        return {"env": env_state, "loop": self.episodes.state_dict()}
 
     def save_checkpoint(self) -> None:
         """Checkpoint now; the next periodic checkpoint is due a full interval later."""
@@ -185,6 +226,16 @@ class Trainer:
                     f"checkpoint '{path}' has {key}={state.get(key)!r} but this run has {value!r}; "
                     "it belongs to another run")
         self.learner.load_state_dict(state["learner"])
+        episodes = state.get("episodes")
+        if episodes is not None:  # continue the episodes in progress where they were
+            try:
+                obs = self.env.load_state_dict(episodes["env"])
+            except Exception as exc:  # unpickling another package version's objects can raise anything
+                print(f"warning: the checkpoint's episodes in progress could not be restored ({exc}); "
+                      "they restart, so this resume is not exact", file=sys.stderr, flush=True)
+                episodes = None
+            else:
+                self.episodes = Episodes.restored(obs, episodes["loop"])
         self.counters = Counters(**state["counters"])
         self.rng.bit_generator.state = state["rng"]["numpy"]
         torch.set_rng_state(state["rng"]["torch"])
@@ -192,10 +243,13 @@ class Trainer:
         if state.get("replay") is not None:
             self.replay.load_state_dict(state["replay"])
         if self.intrinsic is not None:
-            self.intrinsic.load_state_dict(state["intrinsic"])
+            self.intrinsic.load_state_dict(_for_episodes(state["intrinsic"], episodes is not None))
         self.visited = set(state.get("visited", []))
         if state.get("behaviour") is not None:
-            self.behaviour.load_state_dict(state["behaviour"])
+            self.behaviour.load_state_dict(_for_episodes(state["behaviour"], episodes is not None))
+        window = state.get("train_window") or {"losses": [], "qs": []}
+        self._losses = [torch.tensor(x, device=self.device) for x in window["losses"]]
+        self._qs = [torch.tensor(x, device=self.device) for x in window["qs"]]
         step = self.counters.env_steps
         for log in (self.run.metrics_path, self.run.train_path, self.run.eval_path):
             truncate_csv_after(log, step)
@@ -220,16 +274,11 @@ class Trainer:
         train_log = CsvLog(self.run.train_path, TRAIN_COLUMNS)
         eval_log = CsvLog(self.run.eval_path, EVAL_COLUMNS)
         n = cfg.env.num_envs
-        obs = self.env.reset(seed=cfg.seed + start_step)
-        self.replay.new_episodes()
-        ep_return = np.zeros(n)
-        ep_intrinsic = np.zeros(n)
-        ep_length = np.zeros(n, dtype=np.int64)
-        ep_cells = [set() for _ in range(n)]
-        ep_who = np.zeros((n, 3), dtype=np.int64)  # steps of this episode by learner, π_p, random
+        if self.episodes is None:  # a fresh run, or a resume whose checkpoint could not hold its episodes
+            self.episodes = self._new_episodes(seed=cfg.seed + start_step)
+        ep = self.episodes
+        obs = ep.obs
         rows = np.arange(n)
-        self._start_coverage(ep_cells, range(n))
-        self._losses, self._qs = [], []
         self._window = (time.monotonic(), c.env_steps)
         self._sps = 0.0
         next_progress = c.env_steps
@@ -249,29 +298,29 @@ class Trainer:
                 env_actions = actions
                 if cfg.transfer.pretrained_action:
                     env_actions = self.behaviour.hand_off(obs, actions, who, self.pretrained_act)
-                ep_who[rows, who] += 1
+                ep.who[rows, who] += 1
                 step = self.env.step(env_actions)
                 if self.intrinsic is None:
                     rewards = np.clip(step.reward, -clip, clip) if clip > 0 else step.reward
                 else:  # pre-training: the learner never sees the task's reward
                     rewards = self.intrinsic.rewards(obs, actions, step)
-                    ep_intrinsic += rewards
+                    ep.intrinsic += rewards
                 terminated, truncated = step.terminated, step.truncated
                 if self._learn_through_terminal:  # stored as time limits; the episode still ends below
                     terminated, truncated = np.zeros_like(terminated), terminated | truncated
                 self.replay.add(obs, actions, rewards, terminated, truncated, step.final_obs)
-                ep_return += step.reward
-                ep_length += 1
+                ep.ret += step.reward
+                ep.length += 1
                 c.env_steps += n
                 if self._coverage_key is not None:
-                    for cells, key in zip(ep_cells, step.probes[self._coverage_key].tolist()):
+                    for cells, key in zip(ep.cells, step.probes[self._coverage_key].tolist()):
                         cells.add(key)
                 ended = np.flatnonzero(step.terminated | step.truncated)
                 if ended.size:
                     self.behaviour.end_episodes(ended)
-                    self._log_episodes(metrics, ended, ep_return, ep_length, ep_intrinsic, ep_cells, ep_who)
-                    self._start_coverage(ep_cells, ended)
-                obs = step.obs
+                    self._log_episodes(metrics, ended, ep)
+                    self._start_coverage(ep.cells, ended)
+                obs = ep.obs = step.obs
 
                 if c.env_steps >= cfg.agent.learning_starts:
                     self._learn(n)
@@ -302,6 +351,16 @@ class Trainer:
         self.env.close()
         return summary
 
+    def _new_episodes(self, seed: int) -> Episodes:
+        """Reset every environment copy and start counting its episode."""
+        n = self.cfg.env.num_envs
+        obs = self.env.reset(seed=seed)
+        self.replay.new_episodes()
+        ep = Episodes(obs, np.zeros(n), np.zeros(n), np.zeros(n, dtype=np.int64), [set() for _ in range(n)],
+                      np.zeros((n, 3), dtype=np.int64))
+        self._start_coverage(ep.cells, range(n))
+        return ep
+
     def _learn(self, num_new_steps: int) -> None:
         """The gradient updates owed for ``num_new_steps`` new steps, and the target copy when due."""
         a, c = self.cfg.agent, self.counters
@@ -326,26 +385,25 @@ class Trainer:
         for i in envs:
             ep_cells[i] = {int(start[i])}
 
-    def _log_episodes(self, metrics: CsvLog, ended: np.ndarray, ep_return: np.ndarray, ep_length: np.ndarray,
-                      ep_intrinsic: np.ndarray, ep_cells: list[set], ep_who: np.ndarray) -> None:
+    def _log_episodes(self, metrics: CsvLog, ended: np.ndarray, ep: Episodes) -> None:
         c = self.counters
         now = round(self._elapsed(), 3)
         rows = []
         for i in ended:
             c.episodes += 1
-            coverage = len(ep_cells[i]) if self._coverage_key is not None else None
-            self.visited |= ep_cells[i]
-            intrinsic = round(float(ep_intrinsic[i]), 5) if self.intrinsic is not None else None
-            shares = [round(float(x), 4) for x in ep_who[i] / max(int(ep_length[i]), 1)]
-            rows.append([c.env_steps, c.episodes, int(i), float(ep_return[i]), int(ep_length[i]), now,
+            coverage = len(ep.cells[i]) if self._coverage_key is not None else None
+            self.visited |= ep.cells[i]
+            intrinsic = round(float(ep.intrinsic[i]), 5) if self.intrinsic is not None else None
+            shares = [round(float(x), 4) for x in ep.who[i] / max(int(ep.length[i]), 1)]
+            rows.append([c.env_steps, c.episodes, int(i), float(ep.ret[i]), int(ep.length[i]), now,
                          intrinsic, coverage, *shares])
-            self.recent_returns.append(float(ep_return[i]))
+            self.recent_returns.append(float(ep.ret[i]))
         metrics.write(rows)
         del self.recent_returns[:-RECENT_EPISODES]
-        ep_return[ended] = 0.0
-        ep_intrinsic[ended] = 0.0
-        ep_length[ended] = 0
-        ep_who[ended] = 0
+        ep.ret[ended] = 0.0
+        ep.intrinsic[ended] = 0.0
+        ep.length[ended] = 0
+        ep.who[ended] = 0
 
     def _log_train(self, train_log: CsvLog, eps: float) -> None:
         c = self.counters

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from btcli.config import build_config, to_dict
 from btcli.envs import make_vec_env
 from btcli.evaluation import evaluate
 from btcli.loop import Trainer
-from btcli.runs import RunDir
+from btcli.runs import RunDir, load_checkpoint
 
 TINY = {"env.id": "MiniGrid-Empty-5x5-v0", "steps": 12_000, "seed": 0, "eval_episodes": 20,
         "checkpoint_every": 4_000, "threads": 1}
@@ -113,6 +114,48 @@ def test_killed_run_resumes_from_last_checkpoint(tmp_path, btcli, sig):
     # rerunning a finished run does nothing and says so
     again = btcli("transfer", "--resume", "--out", str(out))
     assert again.returncode == 0 and "already complete" in again.stderr
+
+
+def killed_copy(src, dst, keep_step: int) -> RunDir:
+    """``src`` as a kill right after its checkpoint at ``keep_step`` would have left it."""
+    shutil.copytree(src, dst)
+    (dst / "summary.json").unlink()
+    for ckpt in (dst / "checkpoints").glob("step_*"):
+        if int(ckpt.name.split("_")[1]) > keep_step:
+            shutil.rmtree(ckpt)
+    return RunDir(dst)
+
+
+EXACT = {"env.id": "MiniGrid-Empty-6x6-v0", "env.max_episode_steps": 40, "steps": 2_400, "seed": 3, "threads": 1, "save_replay": True,
+         "checkpoint_every": 1_100, "keep_checkpoints": 5, "train_log_every": 300, "eval_every": 1_200,
+         "eval_episodes": 4, "agent.learning_starts": 400, "explore.eps_decay_steps": 2_000}
+
+
+@pytest.mark.parametrize("extra", [
+    {"mode": "scratch"},
+    {"mode": "ez-greedy", "transfer.flight_cap": 30},  # flights in progress at the checkpoint
+    {"command": "pretrain", "intrinsic.objective": "count", "intrinsic.count_scope": "episode", "env.visited": True},
+], ids=["scratch", "ez-greedy", "pretrain-episodic-count"])
+def test_minigrid_resume_with_replay_is_exact(tmp_path, extra):
+    """Killed after a checkpoint and resumed, a MiniGrid run with save_replay continues its
+    episodes where they were and ends with the uninterrupted run's logs and weights."""
+    cfg = build_config(EXACT | extra)
+    whole = RunDir.create(tmp_path / "whole", to_dict(cfg), ["test"])
+    Trainer(cfg, whole, progress=False).train()
+    resumed = killed_copy(whole.path, tmp_path / "resumed", keep_step=1_100)
+    trainer = Trainer(cfg, resumed, progress=False)
+    assert trainer.restore() == 1_100
+    assert trainer.episodes is not None and trainer.episodes.length.min() > 0  # mid-episode, all copies
+    Trainer(cfg, resumed, progress=False).train(resume=True)
+    metrics = [pd.read_csv(r.metrics_path).drop(columns="time") for r in (whole, resumed)]
+    assert len(metrics[0]) > 20 and (metrics[0]["step"] > 1_100).sum() > 10
+    pd.testing.assert_frame_equal(*metrics)
+    logs = [pd.read_csv(r.train_path).drop(columns=["time", "sps"]) for r in (whole, resumed)]
+    pd.testing.assert_frame_equal(*logs)
+    evals = [pd.read_csv(r.eval_path) for r in (whole, resumed)]
+    pd.testing.assert_frame_equal(*evals)
+    final = [load_checkpoint(r.latest_checkpoint())["learner"]["online"] for r in (whole, resumed)]
+    assert all(torch.equal(final[0][k], final[1][k]) for k in final[0])
 
 
 @pytest.mark.slow

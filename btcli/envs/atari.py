@@ -36,7 +36,7 @@ import os
 
 import numpy as np
 
-from .base import EnvConfig, SequentialVecEnv, Step
+from .base import EnvConfig, SequentialVecEnv, Step, WithoutEpisodeState
 
 SCREEN_SIZE = 84
 
@@ -91,7 +91,7 @@ def _init_common(env, cfg: EnvConfig, seed: int) -> None:
     env._started = False
 
 
-class AtariVectorBackend:
+class AtariVectorBackend(WithoutEpisodeState):
     """``cfg.num_envs`` copies of one game in :class:`ale_py.AtariVectorEnv` (C++ threads)."""
 
     def __init__(self, cfg: EnvConfig, seed: int):
@@ -157,7 +157,7 @@ class AtariVectorBackend:
         self._env.close()
 
 
-class AtariGymBackend(SequentialVecEnv):
+class AtariGymBackend(WithoutEpisodeState, SequentialVecEnv):
     """``cfg.num_envs`` gymnasium ``ALE/<Game>-v5`` envs stepped in a Python loop.
 
     Probes: ``Step.probes`` holds, per copy, the probe values of the state the action led to

@@ -55,7 +55,26 @@ class VecEnv(Protocol):
         """uint8 [H, W, 3] frame of copy 0 (Atari: only when made with render=True)."""
         ...
 
+    def state_dict(self) -> dict | None:
+        """The episodes in progress, for a checkpoint that resumes exactly; None when this
+        family cannot save them (a resumed run then restarts its episodes)."""
+        ...
+
+    def load_state_dict(self, state: dict) -> np.ndarray:
+        """Continue the episodes ``state_dict`` saved; returns the observations to act on."""
+        ...
+
     def close(self) -> None: ...
+
+
+class WithoutEpisodeState:
+    """For env families whose episodes in progress a checkpoint cannot hold (emulator state)."""
+
+    def state_dict(self) -> None:
+        return None
+
+    def load_state_dict(self, state: dict) -> np.ndarray:
+        raise ValueError(f"{type(self).__name__} cannot continue saved episodes")
 
 
 COVERAGE_PROBES = ("cell", "room")

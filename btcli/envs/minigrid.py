@@ -41,6 +41,8 @@ gives the cells behind the latest returned obs (the new episode's first cell for
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 
 from .base import EnvConfig, SequentialVecEnv, Step
@@ -238,6 +240,41 @@ class MiniGridVecEnv(SequentialVecEnv):
             done = terminated | truncated
             final_obs[~done] = obs_out[~done]
         return Step(obs_out, reward, terminated, truncated, final_obs, {"cell": step_cell})
+
+    def state_dict(self) -> dict | None:
+        """Every copy's episode in progress (task state, RNG, encoded grid, visited marks), or None
+        when a task's state does not pickle; ``load_state_dict`` continues exactly from it."""
+        if not self._started:
+            return None
+        snapshots = []
+        for env in self._envs:
+            grid = env.grid
+            recording_set = grid.__dict__.pop("set", None)  # a closure: rebuilt by _watch_grid on load
+            try:
+                snapshots.append(pickle.dumps(env, protocol=pickle.HIGHEST_PROTOCOL))
+            except (pickle.PicklingError, AttributeError, TypeError):
+                return None
+            finally:
+                if recording_set is not None:
+                    grid.set = recording_set
+        return {"env_id": self.env_id, "envs": snapshots, "obs": self._obs.copy(), "cell": self._cell.copy(),
+                "visited": self._visited.copy()}
+
+    def load_state_dict(self, state: dict) -> np.ndarray:
+        """Continue the episodes that :meth:`state_dict` saved (same task and number of copies);
+        returns the observations to act on, as the last step returned them."""
+        if state["env_id"] != self.env_id or len(state["envs"]) != self.num_envs:
+            raise ValueError(f"environment state of {len(state['envs'])} x {state['env_id']} does not fit "
+                             f"{self.num_envs} x {self.env_id}")
+        for i, snapshot in enumerate(state["envs"]):
+            self._envs[i].close()
+            self._envs[i] = pickle.loads(snapshot)
+            self._watch_grid(i)
+        self._obs[...] = state["obs"]
+        self._cell[...] = state["cell"]
+        self._visited[...] = state["visited"]
+        self._started = True
+        return self._current_obs()
 
     def last_probes(self) -> dict[str, np.ndarray]:
         """``{"cell": y * W + x}`` of the agent in the latest returned obs, per copy."""

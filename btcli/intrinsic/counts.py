@@ -45,7 +45,7 @@ class EpisodicCountBonus:
     """Visit counts per environment copy within its current episode: 1/sqrt(n_episode(s)).
 
     ``start`` begins a copy's episode with its first cell counted once, so stepping back onto
-    it earns 1/sqrt(2). Nothing is saved in checkpoints: a resumed run starts new episodes.
+    it earns 1/sqrt(2).
     """
 
     def __init__(self, num_envs: int) -> None:
@@ -61,6 +61,15 @@ class EpisodicCountBonus:
     def end(self, env_index: int) -> None:
         """Forget copy ``env_index``'s episode (the next ``start`` begins a new one)."""
         self.counts[env_index] = {}
+
+    def state_dict(self) -> dict[str, list[list[int]]]:
+        """Each copy's counts this episode, as (cell, count) pairs."""
+        return {"counts": [[[k, n] for k, n in seen.items()] for seen in self.counts]}
+
+    def load_state_dict(self, state: dict[str, list[list[int]]]) -> None:
+        if len(state["counts"]) != len(self.counts):
+            raise ValueError(f"episode counts of {len(state['counts'])} copies do not fit {len(self.counts)}")
+        self.counts = [{int(k): int(n) for k, n in pairs} for pairs in state["counts"]]
 
     def reward(self, keys: np.ndarray) -> np.ndarray:
         """1/sqrt(n) per copy [num_envs] (float64) for entering cell ``keys[i]``, after counting it."""

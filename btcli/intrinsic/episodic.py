@@ -59,7 +59,7 @@ class EpisodicMemory:
     The running mean of squared k-NN distances is updated with every neighbour distance of
     the whole batch first, then used to normalise (NGU's order: update, then normalise).
     A full memory overwrites its oldest entry. ``state_dict`` holds that running mean, not
-    the memories: a restored run starts new episodes.
+    the memories: a restored run starts them anew (NGU runs do not resume bit for bit).
 
     The memories live in host memory as float32 numpy arrays whatever device the embedding
     net runs on: the loop needs the rewards on the host every step anyway, and small numpy

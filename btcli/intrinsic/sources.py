@@ -92,10 +92,11 @@ class EpisodeCoverageSource:
         return None
 
     def state_dict(self) -> dict[str, Any]:
-        return {}  # a resumed run starts new episodes
+        return {"episodes": self.counts.state_dict()}  # dropped by a resume that restarts its episodes
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        return None
+        if "episodes" in state:
+            self.counts.load_state_dict(state["episodes"])
 
 
 class RNDSource:
@@ -160,8 +161,8 @@ class NGUSource:
     against copy i's memory of f(x_0..x_t) (k-NN kernel, ``EpisodicMemory``), x_{t+1} being
     the true last observation (``final_obs``) where the episode ended. Then an ended copy's
     memory is emptied and seeded with f(x_0) of its new episode (``step.obs``); the first call
-    (and the first after ``load_state_dict``: a resumed run starts new episodes) seeds every
-    copy with f(``obs``), the loop's reset observations. So every scored embedding meets at
+    (and the first after ``load_state_dict``: checkpoints do not hold the memories) seeds every
+    copy with f(``obs``), the loop's current observations. So every scored embedding meets at
     least one stored neighbour and the empty-memory score 1/c = 1000 never reaches the learner.
 
     With ``lifelong`` (``ngu+rnd``): r = r_episodic · min(max(α, 1), L), α = 1 + (err − μ)/σ,
@@ -296,7 +297,7 @@ class NGUSource:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.idm.load_state_dict(state["idm"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.memory.load_state_dict(state["memory"])  # empties the memories: new episodes
+        self.memory.load_state_dict(state["memory"])  # empties the memories (they are not saved)
         self.learn_calls = int(state["learn_calls"])
         self.reward_rms.load_state_dict(state["reward_rms"])
         if self.lifelong:
