@@ -130,7 +130,8 @@ class RunConfig:
     eval_episodes: int = _f(10, "episodes per evaluation (0: no evaluation)")
     checkpoint_every: int = _f(25_000, "environment steps between checkpoints")
     keep_checkpoints: int = _f(2, "complete checkpoints kept on disk (older ones are pruned)")
-    save_replay: bool = _f(False, "store the replay buffer in checkpoints (large for Atari) so a resume keeps it")
+    save_replay: bool = _f(False, "store the replay buffer in checkpoints (large for Atari) so a resume keeps "
+                                  "it; on MiniGrid a resume is then exact")
     train_log_every: int = _f(2_000, "environment steps between rows of train.csv")
     env: EnvConfig = field(default_factory=EnvConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)

@@ -134,7 +134,8 @@ EXACT = {"env.id": "MiniGrid-Empty-6x6-v0", "env.max_episode_steps": 40, "steps"
 @pytest.mark.parametrize("extra", [
     {"mode": "scratch"},
     {"mode": "ez-greedy", "transfer.flight_cap": 30},  # flights in progress at the checkpoint
-    {"command": "pretrain", "intrinsic.objective": "count", "intrinsic.count_scope": "episode", "env.visited": True},
+    {"command": "pretrain", "intrinsic.objective": "count", "intrinsic.count_scope": "episode", "env.visited": True,
+     "env.max_episode_steps": 100},  # long episodes: cells visited before the checkpoint are visited again
 ], ids=["scratch", "ez-greedy", "pretrain-episodic-count"])
 def test_minigrid_resume_with_replay_is_exact(tmp_path, extra):
     """Killed after a checkpoint and resumed, a MiniGrid run with save_replay continues its
@@ -156,6 +157,38 @@ def test_minigrid_resume_with_replay_is_exact(tmp_path, extra):
     pd.testing.assert_frame_equal(*evals)
     final = [load_checkpoint(r.latest_checkpoint())["learner"]["online"] for r in (whole, resumed)]
     assert all(torch.equal(final[0][k], final[1][k]) for k in final[0])
+
+
+@pytest.mark.parametrize("broken", ["cannot save", "cannot load"])
+def test_resume_restarts_episodes_it_could_not_save(tmp_path, monkeypatch, capsys, broken):
+    """An env that cannot save its episodes (Atari), or a saved state that no longer loads, gives
+    the resume of before: new episodes from a reset, replay's open episodes closed, no episode
+    logged twice or lost from the numbering."""
+    from btcli.envs.minigrid import MiniGridVecEnv
+
+    if broken == "cannot save":
+        monkeypatch.setattr(MiniGridVecEnv, "state_dict", lambda self: None)
+    cfg = build_config(EXACT | {"mode": "ez-greedy"})
+    whole = RunDir.create(tmp_path / "whole", to_dict(cfg), ["test"])
+    Trainer(cfg, whole, progress=False).train()
+    if broken == "cannot load":
+        def fail(self, state):
+            raise ModuleNotFoundError("No module named 'minigrid.old'")
+        monkeypatch.setattr(MiniGridVecEnv, "load_state_dict", fail)
+    resumed = killed_copy(whole.path, tmp_path / "resumed", keep_step=1_100)
+    trainer = Trainer(cfg, resumed, progress=False)
+    assert trainer.restore() == 1_100 and trainer.episodes is None
+    assert not trainer.replay.start_next.any()  # open episodes, closed by the reset in train()
+    assert (trainer.behaviour.n_left == 0).all()  # flights in progress ended with their episodes
+    summary = Trainer(cfg, resumed, progress=False).train(resume=True)
+    warned = "could not be restored (No module named 'minigrid.old'); they restart" in capsys.readouterr().err
+    assert warned == (broken == "cannot load")
+    metrics = pd.read_csv(resumed.metrics_path)
+    assert list(metrics["episode"]) == list(range(1, len(metrics) + 1)) and summary["episodes"] == len(metrics)
+    after = metrics[metrics["step"] > 1_100]
+    # every copy's first episode after the resume started at the resume
+    first = after.groupby("env_index").first()
+    assert ((first["step"] - 1_100) // cfg.env.num_envs == first["length"]).all()
 
 
 @pytest.mark.slow
