@@ -112,9 +112,9 @@ PretrainedOpt = Annotated[Path | None, typer.Option(
 
 @app.command()
 def transfer(
-    mode: str = typer.Option("scratch", help="scratch: random init, epsilon-greedy | ez-greedy: exploratory steps "
-                             "start random-action flights | ft: init from the pre-trained weights | bt: flights of "
-                             "the frozen pre-trained policy | bt+ft: both"),
+    mode: str | None = typer.Option(None, help="scratch (the default): random init, epsilon-greedy | ez-greedy: "
+                                    "exploratory steps start random-action flights | ft: init from the pre-trained "
+                                    "weights | bt: flights of the frozen pre-trained policy | bt+ft: both"),
     pretrained: PretrainedOpt = None,
     env: EnvOpt = None, steps: StepsOpt = None, seed: SeedOpt = None, out: OutOpt = None,
     config: ConfigOpt = None, set_: SetOpt = [], device: DeviceOpt = None,  # noqa: B006 (typer reads it)
@@ -122,7 +122,7 @@ def transfer(
 ) -> None:
     """Learn the rewarded task, from scratch or from a pre-trained run (FT, BT, BT+FT)."""
     try:
-        if mode not in TRANSFER_MODES:
+        if mode is not None and mode not in TRANSFER_MODES:
             raise BtcliError(f"unknown --mode '{mode}'; choose one of: {', '.join(TRANSFER_MODES)}")
         flags = {"mode": mode, "command": "transfer", "transfer.pretrained": _path(pretrained)}
         _train(_overrides(config, flags | _common(env, steps, seed, device, num_envs), set_),
@@ -161,7 +161,8 @@ def _path(path: Path | None) -> str | None:
 
 @app.command()
 def pretrain(
-    objective: str = typer.Option(..., help="intrinsic reward to maximise: count (grid cells), rnd, ngu (episodic novelty) or ngu+rnd"),
+    objective: str | None = typer.Option(None, help="intrinsic reward to maximise: count (grid cells), rnd, ngu "
+                                         "(episodic novelty) or ngu+rnd (or intrinsic.objective in --config)"),
     env: EnvOpt = None, steps: StepsOpt = None, seed: SeedOpt = None, out: OutOpt = None,
     config: ConfigOpt = None, set_: SetOpt = [], device: DeviceOpt = None,  # noqa: B006 (typer reads it)
     num_envs: NumEnvsOpt = None, resume: ResumeOpt = False, json_out: JsonOpt = False, quiet: QuietOpt = False,

@@ -173,7 +173,7 @@ class RunConfig:
             raise ConfigError(f"config key 'agent.gamma' must be in (0, 1], got {self.agent.gamma}")
         if (self.command == "pretrain") != (self.intrinsic.objective != "none"):
             raise ConfigError(f"config key 'intrinsic.objective' is '{self.intrinsic.objective}' in a "
-                              f"'{self.command}' run; pretrain needs an objective ({', '.join(OBJECTIVES)}), "
+                              f"'{self.command}' run; pretrain needs an objective (--objective {'|'.join(OBJECTIVES)}), "
                               "transfer none")
         if self.intrinsic.bootstrap_terminal and self.command != "pretrain":
             raise ConfigError("config key 'intrinsic.bootstrap_terminal' applies to pretrain runs only; a transfer "

@@ -1,5 +1,7 @@
 """Bad input gets one clear line on stderr and a non-zero exit, and never loses data."""
 
+import json
+
 import yaml
 
 
@@ -55,6 +57,31 @@ def test_existing_run_directory_is_not_touched(btcli, tmp_path):
 def test_resume_of_missing_run(btcli, tmp_path):
     line = one_error_line(btcli("transfer", "--resume", "--out", str(tmp_path / "nope")))
     assert "cannot resume" in line and "no such run directory" in line
+
+
+def test_mode_and_objective_come_from_yaml_and_resume_without_repeating_them(btcli, tmp_path):
+    """--mode and --objective have no command-line default: a YAML file's value holds, and
+    `--resume --out RUN` alone continues a run of any mode or objective; a changed one is refused."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("mode: ez-greedy\nenv: {id: MiniGrid-Empty-5x5-v0}\neval_episodes: 0\nthreads: 1\n")
+    out = tmp_path / "ez"
+    made = btcli("transfer", "--config", str(cfg), "--steps", "200", "--out", str(out), "-q")
+    assert made.returncode == 0, made.stderr
+    assert yaml.safe_load((out / "config.yaml").read_text())["mode"] == "ez-greedy"
+    more = btcli("transfer", "--resume", "--out", str(out), "--steps", "400", "--json")
+    assert more.returncode == 0, more.stderr
+    assert json.loads(more.stdout)["steps"] == 400 and json.loads(more.stdout)["mode"] == "ez-greedy"
+    line = one_error_line(btcli("transfer", "--resume", "--out", str(out), "--mode", "scratch"))
+    assert "--resume: 'mode' is 'ez-greedy' in the saved run but 'scratch' on the command line" in line
+    pre = tmp_path / "pre"
+    made = btcli("pretrain", "--objective", "count", "--env", "MiniGrid-Empty-5x5-v0", "--steps", "200",
+                 "--out", str(pre), "-q", "--set", "eval_episodes=0", "--set", "threads=1")
+    assert made.returncode == 0, made.stderr
+    again = btcli("pretrain", "--resume", "--out", str(pre), "--steps", "400", "--json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["objective"] == "count" and json.loads(again.stdout)["steps"] == 400
+    line = one_error_line(btcli("pretrain", "--env", "MiniGrid-Empty-5x5-v0", "--out", str(tmp_path / "none")))
+    assert "pretrain needs an objective (--objective count|rnd|ngu|ngu+rnd)" in line
 
 
 def test_report_and_evaluate_on_non_run(btcli, tmp_path):
