@@ -274,7 +274,8 @@ class Trainer:
         train_log = CsvLog(self.run.train_path, TRAIN_COLUMNS)
         eval_log = CsvLog(self.run.eval_path, EVAL_COLUMNS)
         n = cfg.env.num_envs
-        if self.episodes is None:  # a fresh run, or a resume whose checkpoint could not hold its episodes
+        continued = self.episodes is not None
+        if not continued:  # a fresh run, or a resume whose checkpoint could not hold its episodes
             self.episodes = self._new_episodes(seed=cfg.seed + start_step)
         ep = self.episodes
         obs = ep.obs
@@ -291,7 +292,8 @@ class Trainer:
         with recorded_signals() as signals, ProgressReporter(cfg.steps, f"{cfg.command} {cfg.mode}",
                                                             enabled=self.show_progress) as progress:
             if start_step:
-                progress.message(f"resumed from step {start_step}")
+                progress.message(f"resumed from step {start_step}, "
+                                 + ("its episodes continued" if continued else "its episodes restarted"))
             while c.env_steps < cfg.steps:
                 eps = self.epsilon()
                 actions, who = self.behaviour.act(obs, eps, act, self.pretrained_act)

@@ -105,7 +105,7 @@ def test_killed_run_resumes_from_last_checkpoint(tmp_path, btcli, sig):
     assert resumed.returncode == 0, resumed.stderr
     summary = json.loads(resumed.stdout)
     assert summary["steps"] == 30_000
-    assert f"resumed from step {kept_step}" in resumed.stderr
+    assert f"resumed from step {kept_step}, its episodes continued" in resumed.stderr
     metrics = pd.read_csv(run.metrics_path)
     # no episode is logged twice and episode numbers run without gaps
     assert metrics["step"].is_monotonic_increasing
