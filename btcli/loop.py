@@ -133,7 +133,8 @@ class Trainer:
                           make_source(obj.objective, self.env, lr=obj.rnd_lr, feature_dim=obj.rnd_feature_dim,
                                       device=self.device, count_scope=obj.count_scope, embed_dim=obj.ngu_embed_dim,
                                       idm_lr=obj.ngu_idm_lr, k=obj.ngu_k, memory_capacity=obj.ngu_memory,
-                                      train_every=obj.ngu_train_every, normalise=obj.ngu_normalise))
+                                      train_every=obj.ngu_train_every, normalise=obj.ngu_normalise,
+                                      save_buffers=cfg.save_replay))
         # pretrain only (validated): the learner bootstraps through the task's terminal states
         self._learn_through_terminal = obj.bootstrap_terminal
         # coverage: distinct grid cells (MiniGrid) or rooms (Atari RAM probes) per episode and overall

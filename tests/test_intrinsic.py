@@ -188,9 +188,33 @@ def test_memory_state_dict_round_trip():
         mem.add_and_reward(np.array([[x]]))
     other = EpisodicMemory(num_envs=1, dim=1, capacity=10)
     other.add_and_reward(np.array([[5.0]]))
-    other.load_state_dict(mem.state_dict())
+    state = mem.state_dict()
+    other.load_state_dict(state)
     assert other.d2_mean.mean == pytest.approx(8 / 3) and other.d2_mean.count == 3
-    assert other.sizes[0] == 0  # memories start empty: a restored run starts new episodes
+    # the episode in progress continues: its 3 entries are back, so 1.0 has neighbours at d² 1, 1, 1
+    np.testing.assert_array_equal(other.knn_dist2(np.array([[1.0]])), [[1.0, 1.0, 1.0] + [np.inf] * 7])
+    # a resume whose episodes restart drops "episodes": empty memories, the running mean kept
+    fresh = EpisodicMemory(num_envs=1, dim=1, capacity=10)
+    fresh.load_state_dict({k: v for k, v in state.items() if k != "episodes"})
+    assert fresh.sizes[0] == 0 and fresh.d2_mean.count == 3
+
+
+def test_memory_state_dict_after_wrapping_continues_exactly():
+    """A full memory (oldest entries overwritten) saved mid-episode goes on scoring and
+    overwriting exactly as the original."""
+    rng = np.random.default_rng(0)
+    mem = EpisodicMemory(num_envs=2, dim=3, capacity=5, k=3)
+    for _ in range(7):  # wraps: copy heads at 2
+        mem.add_and_reward(rng.normal(size=(2, 3)))
+    mem.reset([1])
+    mem.add(rng.normal(size=(1, 3)), [1])  # copy 1 holds 1 entry, copy 0 five
+    other = EpisodicMemory(num_envs=2, dim=3, capacity=5, k=3)
+    other.load_state_dict(mem.state_dict())
+    assert other.sizes.tolist() == [5, 1] and other.heads.tolist() == [2, 1]
+    for _ in range(6):
+        q = rng.normal(size=(2, 3))
+        np.testing.assert_array_equal(other.add_and_reward(q), mem.add_and_reward(q))
+    np.testing.assert_array_equal(other.memory, mem.memory)
 
 
 def test_memory_add_stores_without_scoring():
@@ -422,11 +446,37 @@ def test_ngu_resume_reseeds_memories():
     acts = np.zeros(1, dtype=np.int64)
     src.rewards(np.array([[0]]), acts, _step([[1]]))
     other = _one_hot_ngu(1)
-    other.load_state_dict(src.state_dict())
+    restarting = {k: v for k, v in src.state_dict().items() if k != "episodes"}  # what the loop loads then
+    other.load_state_dict(restarting)
     assert other.memory.sizes[0] == 0 and other.memory.d2_mean.count == 1
     # the first step after a resume stores the loop's reset observation first: not 1/c
     r = other.rewards(np.array([[2]]), acts, _step([[2]]))
     assert r[0] == pytest.approx(1 / (1 + C), rel=1e-6) and other.memory.sizes[0] == 2
+
+
+def test_ngu_state_continues_its_episodes_and_ring():
+    """A full state (episodes continuing) gives the same rewards after loading as before; the
+    inverse-dynamics ring travels only with ``save_ring``."""
+    acts = np.zeros(2, dtype=np.int64)
+    src = _one_hot_ngu(2, idm_buffer=3, save_ring=True)
+    obs = np.array([[0], [0]])
+    for nxt in ([[1], [2]], [[2], [2]], [[3], [1]], [[1], [0]]):  # 4 pairs per copy: the ring of 3 wraps
+        src.rewards(obs, acts, _step(nxt))
+        obs = np.array(nxt)
+    other = _one_hot_ngu(2, idm_buffer=3)
+    other.load_state_dict(src.state_dict())
+    assert other.memory.sizes.tolist() == [5, 5] and other._seeded
+    # revisits and a new cell: reseeded memories (a restarting resume) would score these differently
+    for nxt in ([[2], [2]], [[0], [3]]):
+        np.testing.assert_array_equal(other.rewards(obs, acts, _step(nxt)), src.rewards(obs, acts, _step(nxt)))
+        obs = np.array(nxt)
+    ring, back = src.ring, other.ring
+    assert back.size == ring.size == 3 and back.head == ring.head
+    np.testing.assert_array_equal(back.obs, ring.obs)
+    np.testing.assert_array_equal(back.next_obs, ring.next_obs)
+    no_ring = _one_hot_ngu(2, idm_buffer=3)
+    no_ring.rewards(np.array([[0], [0]]), acts, _step([[1], [1]]))
+    assert "ring" not in no_ring.state_dict() and "ring" in src.state_dict()
 
 
 def test_ngu_normalise_divides_by_the_running_std_of_raw_rewards():

@@ -136,7 +136,10 @@ EXACT = {"env.id": "MiniGrid-Empty-6x6-v0", "env.max_episode_steps": 40, "steps"
     {"mode": "ez-greedy", "transfer.flight_cap": 30},  # flights in progress at the checkpoint
     {"command": "pretrain", "intrinsic.objective": "count", "intrinsic.count_scope": "episode", "env.visited": True,
      "env.max_episode_steps": 100},  # long episodes: cells visited before the checkpoint are visited again
-], ids=["scratch", "ez-greedy", "pretrain-episodic-count"])
+    {"command": "pretrain", "intrinsic.objective": "rnd"},
+    {"command": "pretrain", "intrinsic.objective": "ngu", "env.max_episode_steps": 100},  # memories mid-episode
+    {"command": "pretrain", "intrinsic.objective": "ngu+rnd", "intrinsic.ngu_train_every": 2},
+], ids=["scratch", "ez-greedy", "pretrain-episodic-count", "pretrain-rnd", "pretrain-ngu", "pretrain-ngu+rnd"])
 def test_minigrid_resume_with_replay_is_exact(tmp_path, extra):
     """Killed after a checkpoint and resumed, a MiniGrid run with save_replay continues its
     episodes where they were and ends with the uninterrupted run's logs and weights."""

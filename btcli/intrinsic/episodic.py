@@ -58,8 +58,9 @@ class EpisodicMemory:
 
     The running mean of squared k-NN distances is updated with every neighbour distance of
     the whole batch first, then used to normalise (NGU's order: update, then normalise).
-    A full memory overwrites its oldest entry. ``state_dict`` holds that running mean, not
-    the memories: a restored run starts them anew (NGU runs do not resume bit for bit).
+    A full memory overwrites its oldest entry. ``state_dict`` holds that running mean and,
+    under "episodes", the memories of the episodes in progress; a state without "episodes"
+    (a resume whose episodes restart) loads with empty memories.
 
     The memories live in host memory as float32 numpy arrays whatever device the embedding
     net runs on: the loop needs the rewards on the host every step anyway, and small numpy
@@ -158,11 +159,19 @@ class EpisodicMemory:
         return q
 
     def state_dict(self) -> dict[str, Any]:
-        return {"d2_mean": self.d2_mean.state_dict()}
+        held = int(self.sizes.max())  # slots past every copy's size were never written
+        return {"d2_mean": self.d2_mean.state_dict(),
+                "episodes": {"memory": self.memory[:, :held].copy(), "sqnorms": self.sqnorms[:, :held].copy(),
+                             "sizes": self.sizes.copy(), "heads": self.heads.copy()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.d2_mean.load_state_dict(state["d2_mean"])
         self.reset()
+        episodes = state.get("episodes")
+        if episodes is not None:
+            held = episodes["memory"].shape[1]
+            self.memory[:, :held], self.sqnorms[:, :held] = episodes["memory"], episodes["sqnorms"]
+            self.sizes[:], self.heads[:] = episodes["sizes"], episodes["heads"]
 
 
 class InverseDynamics(nn.Module):

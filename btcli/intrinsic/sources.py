@@ -131,8 +131,9 @@ class TransitionRing:
 
     Observations are stored as the model sees them: the newest frame of an Atari stack
     ([1, 84, 84] uint8), a MiniGrid grid as it is. Sampling draws uniformly with torch's global
-    generator (seeded by the run and saved in its checkpoints). Not checkpointed: a resumed
-    run refills it within ``capacity / num_envs`` vector steps.
+    generator (seeded by the run and saved in its checkpoints). Checkpointed with the replay
+    (``save_replay``); otherwise a resumed run refills it within ``capacity / num_envs``
+    vector steps.
     """
 
     def __init__(self, capacity: int, obs_shape: tuple[int, ...], dtype: np.dtype):
@@ -153,6 +154,20 @@ class TransitionRing:
         idx = torch.randint(self.size, (n,)).numpy()
         return self.obs[idx], self.actions[idx], self.next_obs[idx]
 
+    def state_dict(self) -> dict[str, Any]:
+        held = slice(0, self.size)  # filled from slot 0 on, so the first ``size`` slots are all it holds
+        return {"obs": self.obs[held].copy(), "next_obs": self.next_obs[held].copy(),
+                "actions": self.actions[held].copy(), "head": self.head}
+
+    @classmethod
+    def restored(cls, capacity: int, state: dict[str, Any]) -> TransitionRing:
+        ring = cls(capacity, state["obs"].shape[1:], state["obs"].dtype)
+        ring.size = len(state["obs"])
+        ring.obs[:ring.size], ring.next_obs[:ring.size] = state["obs"], state["next_obs"]
+        ring.actions[:ring.size] = state["actions"]
+        ring.head = int(state["head"])
+        return ring
+
 
 class NGUSource:
     """NGU's episodic novelty (Badia et al. 2020), optionally modulated by RND (``lifelong``).
@@ -161,9 +176,12 @@ class NGUSource:
     against copy i's memory of f(x_0..x_t) (k-NN kernel, ``EpisodicMemory``), x_{t+1} being
     the true last observation (``final_obs``) where the episode ended. Then an ended copy's
     memory is emptied and seeded with f(x_0) of its new episode (``step.obs``); the first call
-    (and the first after ``load_state_dict``: checkpoints do not hold the memories) seeds every
-    copy with f(``obs``), the loop's current observations. So every scored embedding meets at
-    least one stored neighbour and the empty-memory score 1/c = 1000 never reaches the learner.
+    (and the first after loading a state without "episodes", i.e. a resume whose episodes
+    restart) seeds every copy with f(``obs``), the loop's current observations. So every
+    scored embedding meets at least one stored neighbour and the empty-memory score 1/c = 1000
+    never reaches the learner. Checkpoints hold the memories of the episodes in progress, and
+    with ``save_ring`` (the run's ``save_replay``) the inverse-dynamics ring, so a resumed
+    MiniGrid run continues exactly.
 
     With ``lifelong`` (``ngu+rnd``): r = r_episodic · min(max(α, 1), L), α = 1 + (err − μ)/σ,
     err the raw RND prediction error of x_{t+1} and μ, σ the running mean/std of every error
@@ -210,7 +228,8 @@ class NGUSource:
     def __init__(self, obs_shape: tuple[int, ...], num_actions: int, num_envs: int, *, device: torch.device,
                  lifelong: bool = False, rnd_lr: float = 1e-4, rnd_feature_dim: int = 128, embed_dim: int = 32,
                  idm_lr: float = 5e-4, idm_buffer: int = 5_000, k: int = 10, memory_capacity: int = 30_000,
-                 max_modulation: float = 5.0, train_every: int = 8, normalise: bool = True):
+                 max_modulation: float = 5.0, train_every: int = 8, normalise: bool = True,
+                 save_ring: bool = False):
         if train_every < 1:
             raise ValueError(f"train_every must be >= 1, got {train_every}")
         self.device = torch.device(device)
@@ -230,6 +249,7 @@ class NGUSource:
         self.memory = EpisodicMemory(num_envs, embed_dim, capacity=memory_capacity, k=k)
         self._ring_shape = (1, *obs_shape[-2:]) if self.idm.kind == "cnn" else tuple(obs_shape)
         self.ring_capacity = idm_buffer
+        self.save_ring = save_ring
         self.ring: TransitionRing | None = None  # allocated at the first step (knows the obs dtype)
         self.learn_calls = 0
         self._seeded = False
@@ -287,9 +307,14 @@ class NGUSource:
         self.optimizer.step()
 
     def state_dict(self) -> dict[str, Any]:
+        memory = self.memory.state_dict()
         state: dict[str, Any] = {"idm": self.idm.state_dict(), "optimizer": self.optimizer.state_dict(),
-                                 "memory": self.memory.state_dict(), "learn_calls": self.learn_calls,
-                                 "reward_rms": self.reward_rms.state_dict()}
+                                 "memory": {"d2_mean": memory["d2_mean"]}, "learn_calls": self.learn_calls,
+                                 "reward_rms": self.reward_rms.state_dict(),
+                                 # dropped by a resume that restarts its episodes
+                                 "episodes": {"memory": memory["episodes"], "seeded": self._seeded}}
+        if self.save_ring and self.ring is not None:
+            state["ring"] = self.ring.state_dict()
         if self.lifelong:
             state |= {"rnd": self.rnd.state_dict(), "error_rms": self.error_rms.state_dict()}
         return state
@@ -297,22 +322,29 @@ class NGUSource:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.idm.load_state_dict(state["idm"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.memory.load_state_dict(state["memory"])  # empties the memories (they are not saved)
+        episodes = state.get("episodes")
+        memory = dict(state["memory"])
+        if episodes is not None:
+            memory["episodes"] = episodes["memory"]
+        self.memory.load_state_dict(memory)  # empty memories unless the episodes continue
+        self._seeded = bool(episodes["seeded"]) if episodes is not None else False
+        if state.get("ring") is not None:
+            self.ring = TransitionRing.restored(self.ring_capacity, state["ring"])
         self.learn_calls = int(state["learn_calls"])
         self.reward_rms.load_state_dict(state["reward_rms"])
         if self.lifelong:
             self.rnd.load_state_dict(state["rnd"])
             self.error_rms.load_state_dict(state["error_rms"])
-        self._seeded = False
 
 
 def make_source(objective: str, env, *, lr: float, feature_dim: int, device: torch.device,
                 embed_dim: int = 32, idm_lr: float = 5e-4, idm_buffer: int = 5_000, k: int = 10,
                 memory_capacity: int = 30_000, max_modulation: float = 5.0, train_every: int = 8,
-                normalise: bool = True, count_scope: str = "lifelong") -> IntrinsicSource:
+                normalise: bool = True, count_scope: str = "lifelong", save_buffers: bool = False) -> IntrinsicSource:
     """The reward source of an objective, checked against what the environment can provide.
 
     ``lr`` and ``feature_dim`` are RND's (``rnd`` and ``ngu+rnd``); the rest configure NGU.
+    ``save_buffers`` (the run's ``save_replay``) puts NGU's transition ring in checkpoints.
     """
     if objective == "count":
         probes = env.last_probes()
@@ -329,5 +361,5 @@ def make_source(objective: str, env, *, lr: float, feature_dim: int, device: tor
                          lifelong=objective == "ngu+rnd", rnd_lr=lr, rnd_feature_dim=feature_dim,
                          embed_dim=embed_dim, idm_lr=idm_lr, idm_buffer=idm_buffer, k=k,
                          memory_capacity=memory_capacity, max_modulation=max_modulation, train_every=train_every,
-                         normalise=normalise)
+                         normalise=normalise, save_ring=save_buffers)
     raise BtcliError(f"unknown objective '{objective}'; available now: {', '.join(OBJECTIVES)}")
