@@ -175,6 +175,8 @@ class Trainer:
     # --- checkpoints -----------------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
+        episodes = self._episodes_state()
+        continuing = episodes is not None  # components' episode parts are kept only with the env's
         return {
             "format": CHECKPOINT_FORMAT,
             "kind": "dqn",
@@ -188,12 +190,12 @@ class Trainer:
             "rng": {"numpy": self.rng.bit_generator.state, "torch": torch.get_rng_state()},
             "recent_returns": list(self.recent_returns),
             "replay": self.replay.state_dict() if self.cfg.save_replay else None,
-            "intrinsic": self.intrinsic.state_dict() if self.intrinsic is not None else None,
+            "intrinsic": _for_episodes(self.intrinsic.state_dict(), continuing) if self.intrinsic is not None else None,
             "objective": self.cfg.intrinsic.objective,
             "visited": sorted(self.visited),
-            "behaviour": self.behaviour.state_dict(),
+            "behaviour": _for_episodes(self.behaviour.state_dict(), continuing),
             "train_window": {"losses": [float(x) for x in self._losses], "qs": [float(x) for x in self._qs]},
-            "episodes": self._episodes_state(),
+            "episodes": episodes,
         }
 
     def _episodes_state(self) -> dict[str, Any] | None:
