@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from btcli.errors import BtcliError
 
@@ -67,7 +68,15 @@ def precision_warning(precision: str, device: torch.device) -> str | None:
 
 
 def configure_torch(threads: int) -> int:
-    """Set torch's CPU thread count (0: all cores); returns the count in use."""
+    """Set torch's CPU thread count (0: all cores) and numpy's BLAS to one thread; returns
+    torch's count.
+
+    btcli's numpy matmuls are small (the gym Atari backend's frame resize, NGU's neighbour
+    search), ~0.1 ms on one thread. A multi-threaded OpenBLAS wakes its threads for each of
+    them, and on a busy machine (a sweep with --jobs 2 on 2 cores) a call waits for a
+    descheduled thread: a frame resize took 18-65 ms on average against 0.7 ms on one thread.
+    """
+    threadpool_limits(1, user_api="blas")
     if threads > 0:
         count = threads
     elif hasattr(os, "sched_getaffinity"):

@@ -264,6 +264,20 @@ def test_bf16_on_a_cpu_without_native_bf16_is_warned(monkeypatch):
     assert runtime.precision_warning("bf16", cpu) is None
 
 
+def test_configure_torch_runs_numpy_blas_on_one_thread():
+    """btcli's numpy matmuls are tiny; a multi-threaded BLAS only waits on busy cores."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from btcli.runtime import configure_torch
+
+    blas = lambda: [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+    with threadpool_limits(2, user_api="blas"):  # what OpenBLAS starts with on 2 cores
+        assert blas()
+        before = torch.get_num_threads()
+        configure_torch(before)
+        assert set(blas()) == {1} and torch.get_num_threads() == before
+
+
 def test_cuda_graph_is_ignored_on_a_cpu():
     learner = DQNLearner(build_q_network((5, 5, 2), 3), lr=1e-3, adam_eps=1e-8, device="cpu", cuda_graph=True)
     assert learner.cuda_graph is False

@@ -188,6 +188,52 @@ def test_atari_gym_backend_ram_probes_and_render():
     env.close()
 
 
+def test_atari_gym_sticky_actions_repeat_the_previous_frames_action():
+    """Always sticky, every frame repeats the reset's NOOP: whatever the agent asks, the game
+    plays as under NOOPs (Breakout's ball is never served); never sticky, it follows the agent."""
+    always = make_vec_env(_atari("gym", num_envs=1, sticky_actions=1.0), seed=0)
+    never = make_vec_env(_atari("gym", num_envs=1, sticky_actions=0.0), seed=0)
+    noops = make_vec_env(_atari("gym", num_envs=1, sticky_actions=0.0), seed=0)
+    for env in (always, never, noops):
+        env.reset()
+    fire_right = np.array([always.action_meanings.index("FIRE")]), np.array([always.action_meanings.index("RIGHT")])
+    differs = False
+    for t in range(40):
+        a = fire_right[t % 2]
+        s_always, s_never, s_noop = always.step(a), never.step(a), noops.step(np.zeros(1, dtype=np.int64))
+        np.testing.assert_array_equal(s_always.obs, s_noop.obs)
+        differs |= not np.array_equal(s_never.obs, s_noop.obs)
+    assert differs
+
+
+@pytest.mark.parametrize("game", ["ALE/Breakout-v5", "ALE/MontezumaRevenge-v5"])
+def test_atari_gym_state_dict_continues_episodes_exactly(game):
+    """The gym backend's saved episodes continue exactly in another env: sticky actions (the
+    emulator's RNG), frame caps, resets with random no-ops, frame stacks and RAM probes."""
+    cfg = _atari("gym", game, num_envs=4, max_episode_frames=400, noop_max=30, sticky_actions=0.5)
+    first = make_vec_env(cfg, seed=5)
+    first.reset()
+    acts = np.random.default_rng(1).integers(0, first.num_actions, size=(400, 4))
+    for a in acts[:70]:
+        first.step(a)
+    state = first.state_dict()
+    second = make_vec_env(cfg, seed=77)  # another seed: everything must come from the state
+    obs = second.load_state_dict(state)
+    np.testing.assert_array_equal(obs, first._current_obs())
+    ends = 0
+    for a in acts[70:]:
+        x, y = first.step(a), second.step(a)
+        for field in ("obs", "reward", "terminated", "truncated", "final_obs"):
+            np.testing.assert_array_equal(getattr(x, field), getattr(y, field))
+        for key in x.probes:
+            np.testing.assert_array_equal(x.probes[key], y.probes[key])
+        ends += int((x.terminated | x.truncated).sum())
+    assert ends >= 8  # every copy went through resets drawn after the load
+    with pytest.raises(ValueError, match="does not fit"):
+        make_vec_env(_atari("gym", game, num_envs=2), seed=0).load_state_dict(state)
+    assert make_vec_env(_atari("vector", game), seed=0).state_dict() is None  # the C++ backend cannot
+
+
 def test_step_before_reset_is_an_error():
     env = make_vec_env(EnvConfig(id="MiniGrid-Empty-5x5-v0", num_envs=1), seed=0)
     with pytest.raises(RuntimeError, match="reset"):

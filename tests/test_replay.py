@@ -328,6 +328,30 @@ def test_state_dict_round_trip_identical_samples(tmp_path):
         ReplayBuffer(44, 2, (4, 2, 2), frame_stack=4).load_state_dict(buf.state_dict())
 
 
+def test_state_dict_of_a_part_filled_buffer_holds_only_written_slots():
+    """Streams of 50 slots after 12 and 9 entries: the state holds 12 slots per stream and loads
+    into a fresh buffer, into a used one, and from a state of every slot (older checkpoints)."""
+    ends = [{5: "term"}, {}]
+    env = FakeVecEnv(2, 4, (2, 2), ends=ends, dtype=np.uint8, id_base=40)
+    buf = ReplayBuffer(100, 2, (4, 2, 2), frame_stack=4, n_step=2, seed=1)
+    env.run(buf, 11)  # stream 0: 11 transitions + 1 final-frame entry; stream 1: 11
+    state = buf.state_dict()
+    assert buf.written.tolist() == [12, 11]
+    assert state["frames"].shape == (2, 12, 2, 2) and state["flags"].shape == (2, 12)
+    used = ReplayBuffer(100, 2, (4, 2, 2), frame_stack=4, n_step=2, seed=5)
+    FakeVecEnv(2, 4, (2, 2), ends=[{}, {}], dtype=np.uint8, id_base=200).run(used, 30)  # entries past slot 12 to clear
+    full = {k: v for k, v in state.items()} | {
+        k: getattr(buf, k).copy() for k in ("frames", "actions", "rewards", "flags")}
+    for source in (state, full):
+        for other in (ReplayBuffer(100, 2, (4, 2, 2), frame_stack=4, n_step=2, seed=9), used):
+            other.load_state_dict(source)
+            for key in ("frames", "actions", "rewards", "flags", "written", "num_transitions"):
+                np.testing.assert_array_equal(getattr(other, key), getattr(buf, key))
+    x, y = buf.sample(16), used.sample(16)
+    np.testing.assert_array_equal(x.obs, y.obs)
+    np.testing.assert_array_equal(x.next_obs, y.next_obs)
+
+
 @pytest.mark.parametrize("num_actions", [18, None])
 def test_memory_per_transition_atari(num_actions):
     buf = ReplayBuffer(100_000, 4, (4, 84, 84), frame_stack=4, n_step=3, num_actions=num_actions)

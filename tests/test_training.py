@@ -143,16 +143,28 @@ EXACT = {"env.id": "MiniGrid-Empty-6x6-v0", "env.max_episode_steps": 40, "steps"
 def test_minigrid_resume_with_replay_is_exact(tmp_path, extra):
     """Killed after a checkpoint and resumed, a MiniGrid run with save_replay continues its
     episodes where they were and ends with the uninterrupted run's logs and weights."""
-    cfg = build_config(EXACT | extra)
+    assert_resume_is_exact(tmp_path, build_config(EXACT | extra), keep_step=1_100)
+
+
+def test_atari_gym_backend_resume_with_replay_is_exact(tmp_path):
+    """The same on Atari with the gym backend, whose emulator states checkpoints hold."""
+    cfg = build_config(EXACT | {"env.id": "ALE/Breakout-v5", "env.atari_backend": "gym", "env.max_episode_steps": 0,
+                                "env.max_episode_frames": 240, "steps": 1_000, "checkpoint_every": 500,
+                                "agent.learning_starts": 300, "agent.train_freq": 16, "eval_every": 600, "eval_episodes": 2,
+                                "explore.eps_decay_steps": 800})
+    assert_resume_is_exact(tmp_path, cfg, keep_step=500, min_episodes=12)
+
+
+def assert_resume_is_exact(tmp_path, cfg, keep_step: int, min_episodes: int = 20) -> None:
     whole = RunDir.create(tmp_path / "whole", to_dict(cfg), ["test"])
     Trainer(cfg, whole, progress=False).train()
-    resumed = killed_copy(whole.path, tmp_path / "resumed", keep_step=1_100)
+    resumed = killed_copy(whole.path, tmp_path / "resumed", keep_step=keep_step)
     trainer = Trainer(cfg, resumed, progress=False)
-    assert trainer.restore() == 1_100
+    assert trainer.restore() == keep_step
     assert trainer.episodes is not None and trainer.episodes.length.min() > 0  # mid-episode, all copies
     Trainer(cfg, resumed, progress=False).train(resume=True)
     metrics = [pd.read_csv(r.metrics_path).drop(columns="time") for r in (whole, resumed)]
-    assert len(metrics[0]) > 20 and (metrics[0]["step"] > 1_100).sum() > 10
+    assert len(metrics[0]) > min_episodes and (metrics[0]["step"] > keep_step).sum() > min_episodes // 2
     pd.testing.assert_frame_equal(*metrics)
     logs = [pd.read_csv(r.train_path).drop(columns=["time", "sps"]) for r in (whole, resumed)]
     pd.testing.assert_frame_equal(*logs)

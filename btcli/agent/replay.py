@@ -274,8 +274,17 @@ class ReplayBuffer:
 
     # ------------------------------------------------------------------ checkpointing
 
+    def _used_slots(self) -> int:
+        """Slots [0, used) of every stream hold all that was ever written (streams fill from 0)."""
+        return int(min(self.written.max(initial=0), self.cap_per_env))
+
     def state_dict(self) -> dict:
-        """Everything needed to resume, as arrays and scalars that ``np.savez`` stores without pickle."""
+        """Everything needed to resume, as arrays and scalars that ``np.savez`` stores without pickle.
+
+        Per-entry arrays are cut to the slots written so far, so a checkpoint of a part-filled
+        buffer holds what it stores, not its capacity (an Atari buffer of 200k frames is 1.4 GB).
+        """
+        used = self._used_slots()
         return {
             "capacity": self.capacity,
             "num_envs": self.num_envs,
@@ -284,10 +293,10 @@ class ReplayBuffer:
             "frame_stack": self.frame_stack,
             "n_step": self.n_step,
             "gamma": self.gamma,
-            "frames": self.frames,
-            "actions": self.actions,
-            "rewards": self.rewards,
-            "flags": self.flags,
+            "frames": self.frames[:, :used],
+            "actions": self.actions[:, :used],
+            "rewards": self.rewards[:, :used],
+            "flags": self.flags[:, :used],
             "written": self.written,
             "num_transitions": self.num_transitions,
             "start_next": self.start_next,
@@ -307,10 +316,18 @@ class ReplayBuffer:
         for key, (saved, mine) in layout.items():
             if saved != mine:
                 raise ValueError(f"replay state has {key}={saved}, this buffer has {mine}")
-        for key in ("frames", "actions", "rewards", "flags", "written", "num_transitions", "start_next"):
-            src = np.asarray(d[key])
-            dst = getattr(self, key)
+        dirty = bool(self.written.any())  # slots past the saved ones hold this buffer's own entries
+        for key in ("written", "num_transitions", "start_next"):
+            src, dst = np.asarray(d[key]), getattr(self, key)
             if src.shape != dst.shape:
                 raise ValueError(f"replay state {key} has shape {src.shape}, expected {dst.shape}")
             dst[...] = src
+        used = self._used_slots()
+        for key in ("frames", "actions", "rewards", "flags"):
+            src, dst = np.asarray(d[key]), getattr(self, key)
+            if src.shape[:1] + src.shape[2:] != dst.shape[:1] + dst.shape[2:] or not used <= src.shape[1] <= dst.shape[1]:
+                raise ValueError(f"replay state {key} has shape {src.shape}, expected {dst.shape} or a slot prefix of it")
+            dst[:, :used] = src[:, :used]  # checkpoints before the cut held every slot
+            if dirty:  # a fresh buffer's untouched slots are zero already (and not yet in memory)
+                dst[:, used:] = 0
         self.rng.bit_generator.state = json.loads(str(np.asarray(d["rng_state"])))

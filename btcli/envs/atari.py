@@ -23,7 +23,12 @@ Backends:
 - ``"gym"``: one gymnasium ``ALE/<Game>-v5`` env per copy, made with ``frameskip=1`` and
   stepped in a Python loop through its ALE interface; frame skipping, max-pooling,
   grayscale/resizing and stacking are done here in numpy. It exposes RAM probes (Montezuma's
-  Revenge: room, x, y) and RGB frames for video.
+  Revenge: room, x, y) and RGB frames for video, and its episodes in progress can be saved,
+  so a checkpoint continues them exactly. That is why it draws sticky actions itself (the same
+  rule as ALE: each emulator frame keeps the previous frame's action with probability
+  ``sticky_actions``, and a reset makes it NOOP) from the env's ``np_random``: ALE keeps the
+  previous action outside the state that ``ALE.cloneState`` returns, so a restored emulator
+  would repeat the wrong action.
 
 The gym backend does not use gymnasium's ``AtariPreprocessing`` because that wrapper needs
 OpenCV, which btcli does not depend on; the numpy area resize here matches the vector
@@ -33,6 +38,7 @@ backend's frames to within 1 grey level on a few pixels.
 from __future__ import annotations
 
 import os
+import pickle
 
 import numpy as np
 
@@ -157,7 +163,7 @@ class AtariVectorBackend(WithoutEpisodeState):
         self._env.close()
 
 
-class AtariGymBackend(WithoutEpisodeState, SequentialVecEnv):
+class AtariGymBackend(SequentialVecEnv):
     """``cfg.num_envs`` gymnasium ``ALE/<Game>-v5`` envs stepped in a Python loop.
 
     Probes: ``Step.probes`` holds, per copy, the probe values of the state the action led to
@@ -179,7 +185,7 @@ class AtariGymBackend(WithoutEpisodeState, SequentialVecEnv):
             gym.make(
                 cfg.id,
                 frameskip=1,
-                repeat_action_probability=cfg.sticky_actions,
+                repeat_action_probability=0.0,  # drawn here: see the module docstring
                 full_action_space=False,
                 max_num_frames_per_episode=cfg.max_episode_frames,
                 obs_type="grayscale",
@@ -188,6 +194,9 @@ class AtariGymBackend(WithoutEpisodeState, SequentialVecEnv):
         ]
         self._ales = [e.ale for e in self._envs]
         self._action_set = list(self._envs[0]._action_set)
+        self.sticky = float(cfg.sticky_actions)
+        self._noop = self._action_set[0]  # ALE's minimal action sets start with NOOP
+        self._applied = [self._noop] * self.num_envs  # the action each emulator ran on its last frame
         self.num_actions = len(self._action_set)
         self.action_meanings = self._envs[0].get_action_meanings()
         h, w = self._ales[0].getScreenDims()
@@ -217,6 +226,7 @@ class AtariGymBackend(WithoutEpisodeState, SequentialVecEnv):
     def _reset_one(self, i: int, seed: int | None) -> None:
         env, ale = self._envs[i], self._ales[i]
         env.reset(seed=seed)  # with a seed: seeds the ALE and the env's np_random, reloads the ROM
+        self._applied[i] = self._noop
         if self.noop_max > 0:
             for _ in range(int(env.np_random.integers(1, self.noop_max + 1))):
                 ale.act(self._action_set[0])
@@ -242,10 +252,13 @@ class AtariGymBackend(WithoutEpisodeState, SequentialVecEnv):
         for i in range(n):
             ale = self._ales[i]
             a = self._action_set[int(actions[i])]
+            rng = self._envs[i].np_random
             r = 0
             pooled = False
             for k in range(skip):
-                r += ale.act(a)
+                if not self.sticky or rng.random() >= self.sticky:
+                    self._applied[i] = a
+                r += ale.act(self._applied[i])
                 if ale.game_over(with_truncation=True):
                     break
                 if k == skip - 2:
@@ -278,6 +291,35 @@ class AtariGymBackend(WithoutEpisodeState, SequentialVecEnv):
     def last_probes(self) -> dict[str, np.ndarray]:
         """Probes of the state behind the latest returned obs (see the class docstring)."""
         return {k: v.copy() for k, v in self._probes.items()}
+
+    def state_dict(self) -> dict | None:
+        """Every copy's episode in progress: emulator state, the action its last frame ran, the
+        sticky-action and no-op RNG, frame stack and probes; ``load_state_dict`` continues
+        exactly from it."""
+        if not self._started:
+            return None
+        return {"env_id": self.env_id,
+                "ales": [pickle.dumps(ale.cloneState(include_rng=True), protocol=pickle.HIGHEST_PROTOCOL)
+                         for ale in self._ales],
+                "applied": [a.value for a in self._applied],
+                "np_random": [env.np_random.bit_generator.state for env in self._envs],
+                "stack": self._stack.copy(), "probes": {k: v.copy() for k, v in self._probes.items()}}
+
+    def load_state_dict(self, state: dict) -> np.ndarray:
+        """Continue the episodes that :meth:`state_dict` saved (same game and number of copies);
+        returns the observations to act on, as the last step returned them."""
+        if state["env_id"] != self.env_id or len(state["ales"]) != self.num_envs:
+            raise ValueError(f"environment state of {len(state['ales'])} x {state['env_id']} does not fit "
+                             f"{self.num_envs} x {self.env_id}")
+        for env, ale, saved, rng in zip(self._envs, self._ales, state["ales"], state["np_random"]):
+            ale.restoreState(pickle.loads(saved))
+            env.np_random.bit_generator.state = rng
+        self._applied = [type(self._noop)(a) for a in state["applied"]]
+        self._stack[...] = state["stack"]
+        for key, values in state["probes"].items():
+            self._probes[key][...] = values
+        self._started = True
+        return self._current_obs().copy()
 
     def render_rgb(self) -> np.ndarray:
         """RGB screen of copy 0, uint8 [210, 160, 3]."""
