@@ -1,20 +1,27 @@
 """Raw environment throughput: steps per second with uniformly random actions, no learning.
 
-    python benchmarks/env_throughput.py [--seconds S]
+    python benchmarks/env_throughput.py [--seconds S] [--busy N]
 
 Atari (ALE/Breakout-v5): btcli's 'vector' backend (ale_py.AtariVectorEnv, C++ threads) and
 'gym' backend (gymnasium envs stepped in a Python loop), with 1 and 4 copies.
 MiniGrid (MiniGrid-FourRooms-v0): a plain ``gym.make(...).step`` loop (its own partially
 observable obs, reset on episode end) against btcli's vector env, with 1 and 4 copies.
 One "step" is one environment transition (a vector step of N copies counts N).
+
+``--busy N`` first starts N processes that spin on a core each (what a sweep with ``--jobs``
+does to its neighbours) and adds the gym backend with numpy's BLAS left at its default thread
+count beside the one thread btcli sets: the frame resize is a small numpy matmul, and a
+multi-threaded BLAS waits for a descheduled thread on busy cores.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import sys
 import time
+from contextlib import nullcontext
 
 import numpy as np
 
@@ -37,7 +44,20 @@ def _timed(step_once, n_per_call: int, seconds: float) -> float:
             return calls * n_per_call / elapsed
 
 
-def bench_vec(cfg: EnvConfig, seconds: float) -> float:
+def _spin() -> None:
+    while True:
+        pass
+
+
+def bench_vec(cfg: EnvConfig, seconds: float, blas_threads: int | None = 1) -> float:
+    """Steps/s of btcli's vector env; numpy's BLAS on ``blas_threads`` (None: its default)."""
+    from threadpoolctl import threadpool_limits
+
+    with nullcontext() if blas_threads is None else threadpool_limits(blas_threads, user_api="blas"):
+        return _bench_vec(cfg, seconds)
+
+
+def _bench_vec(cfg: EnvConfig, seconds: float) -> float:
     env = make_vec_env(cfg, seed=0)
     env.reset()
     rng = np.random.default_rng(0)
@@ -78,9 +98,19 @@ def bench_plain_gym(env_id: str, seconds: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per case")
+    parser.add_argument("--busy", type=int, default=0, help="processes spinning on the cores meanwhile")
     args = parser.parse_args()
     s = args.seconds
-    print(f"cpu cores: {os.cpu_count()}; {s:g} s per case; random actions")
+    spinners = [multiprocessing.Process(target=_spin, daemon=True) for _ in range(args.busy)]
+    for p in spinners:
+        p.start()
+    print(f"cpu cores: {os.cpu_count()}; {s:g} s per case; random actions; {args.busy} busy process(es)")
+    if args.busy:
+        print("\nALE/Breakout-v5, gym backend, 4 envs: numpy BLAS threads")
+        default = bench_vec(EnvConfig(id="ALE/Breakout-v5", num_envs=4, atari_backend="gym"), s, None)
+        one = bench_vec(EnvConfig(id="ALE/Breakout-v5", num_envs=4, atari_backend="gym"), s, 1)
+        print(f"  BLAS default threads: {default:9.0f} steps/s")
+        print(f"  BLAS 1 thread (btcli): {one:8.0f} steps/s  ({one / default:.2f}x)")
 
     print("\nALE/Breakout-v5 (sticky 0.25, frameskip 4, 84x84x4)")
     atari: dict[tuple[str, int], float] = {}
