@@ -911,10 +911,14 @@ def report_run(path: str | os.PathLike, *, write_files: bool = True, window: int
     summary = summarize_run(run, window=window)
     summary["files"] = {}
     if write_files:
-        png = plot_learning_curve(run, run.path / PLOT_FILE)
-        summary["files"]["plot"] = str(png)
-        md = write_markdown(run, summary, run.path / MARKDOWN_FILE, plot_path=png)
-        summary["files"]["markdown"] = str(md)
+        try:
+            png = plot_learning_curve(run, run.path / PLOT_FILE)
+            summary["files"]["plot"] = str(png)
+            md = write_markdown(run, summary, run.path / MARKDOWN_FILE, plot_path=png)
+            summary["files"]["markdown"] = str(md)
+        except OSError as e:
+            raise RunDirError(_one_line(f"cannot write the report files into '{run.path}' ({e.strerror or e}); "
+                                        "pass --no-files to print the summary only")) from None
     return summary
 
 
@@ -924,7 +928,8 @@ def find_run_dirs(root: str | os.PathLike) -> list[Path]:
     if (root / "config.yaml").is_file():
         return [root]
     if not root.is_dir():
-        raise RunDirError(_one_line(f"'{root}' does not exist; pass a run directory or a folder of runs"))
+        what = "is a file, not a directory" if root.exists() else "does not exist"
+        raise RunDirError(_one_line(f"'{root}' {what}; pass a run directory or a folder of runs"))
     return sorted(p.parent for p in root.rglob("config.yaml") if "checkpoints" not in p.parts)
 
 

@@ -7,6 +7,7 @@ non-zero exit code.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,7 +26,7 @@ from btcli.config import (
     parse_set_items,
     to_dict,
 )
-from btcli.errors import BtcliError
+from btcli.errors import BtcliError, Interrupted
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -181,6 +182,24 @@ def _common(env, steps, seed, device, num_envs) -> dict[str, Any]:
 
 
 def _train(overrides: dict[str, Any], out: Path | None, resume: bool, json_out: bool, quiet: bool) -> None:
+    try:
+        prepared = _prepare_run(overrides, out, resume, json_out, quiet)
+    except KeyboardInterrupt:  # training handles its own signals; before it, only this says what happened
+        raise Interrupted("interrupted before training " + ("resumed; the run is as it was" if resume else
+                                                             "started; nothing was saved")) from None
+    if prepared is None:
+        return
+    trainer, run = prepared
+    summary = trainer.train(resume=resume)
+    if json_out:
+        print(json.dumps(summary, indent=2))
+    elif not quiet:
+        _print_run_summary(summary, run.path)
+
+
+def _prepare_run(overrides: dict[str, Any], out: Path | None, resume: bool, json_out: bool, quiet: bool):
+    """The trainer of a new or resumed run, with its directory locked; None when a resumed run is
+    already complete. A new run's directory is removed again if the trainer cannot be built."""
     from btcli.envs import resolve_env_id
     from btcli.loop import Trainer
     from btcli.runs import RunDir
@@ -195,15 +214,25 @@ def _train(overrides: dict[str, Any], out: Path | None, resume: bool, json_out: 
         if not out.exists():
             raise BtcliError(f"cannot resume '{out}': no such run directory; start it without --resume")
         cfg = _resume_config(out, {k: v for k, v in overrides.items() if k not in ("command",)})
+        if overrides.get("command", cfg.command) != cfg.command:
+            raise BtcliError(f"run '{out}' was made by btcli {cfg.command}; continue it with "
+                             f"btcli {cfg.command} --resume --out {out}")
         run = RunDir.open_existing(out)
         run.lock()
+        done = run.steps_done()
+        if cfg.steps < done:
+            raise BtcliError(f"--steps {cfg.steps} is below the {done} steps run '{out}' has done; "
+                             f"give --steps {done} or more, or leave --steps out")
         if run.is_complete():
             summary = json.loads(run.summary_path.read_text())
             if summary.get("steps", 0) >= cfg.steps:
                 err.print(f"run '{out}' is already complete ({summary.get('steps')} steps); nothing to do")
                 if json_out:
                     print(json.dumps(summary, indent=2))
-                return
+                return None
+        if cfg.steps != run.read_config().get("steps"):
+            run.extend_steps(cfg.steps, done)  # config.yaml states the budget the run now has
+        if run.is_complete():
             run.summary_path.unlink()
     else:
         cfg = build_config(overrides)
@@ -214,14 +243,28 @@ def _train(overrides: dict[str, Any], out: Path | None, resume: bool, json_out: 
         resolve_device(cfg.device)  # fail before anything is written
         pretrained = _check_pretrained(cfg) if cfg.transfer.pretrained else None
         out = out or _default_out(cfg)
-        run = RunDir.create(out, to_dict(cfg), sys.argv)
-        run.lock()
-    trainer = Trainer(cfg, run, progress=not quiet, pretrained=pretrained)
-    summary = trainer.train(resume=resume)
-    if json_out:
-        print(json.dumps(summary, indent=2))
-    elif not quiet:
-        _print_run_summary(summary, run.path)
+    # a new run's directory is absent or empty now: on failure it goes back to that
+    fresh = not resume and (not out.exists() or (out.is_dir() and not any(out.iterdir())))
+    try:
+        if not resume:
+            run = RunDir.create(out, to_dict(cfg), sys.argv)
+            run.lock()
+        return Trainer(cfg, run, progress=not quiet, pretrained=pretrained), run
+    except BaseException as e:
+        if fresh:  # nothing was trained: leave nothing that only --resume could reopen
+            _empty(out)
+        if isinstance(e, ValueError):  # a setting the environment or a component refused
+            raise BtcliError(str(e)) from None
+        raise
+
+
+def _empty(path: Path) -> None:
+    """Remove a failed start's run directory (absent or empty before the start) and what it holds."""
+    if path.is_dir():
+        for child in path.iterdir():
+            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+        if not any(path.iterdir()):
+            path.rmdir()
 
 
 def _check_pretrained(cfg: RunConfig):
@@ -338,7 +381,11 @@ _register_analysis(app)
 
 def main() -> None:
     """Console-script entry point."""
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:  # before a command's own handling (e.g. while importing torch)
+        print("btcli: interrupted before anything was written", file=sys.stderr, flush=True)
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

@@ -167,8 +167,26 @@ class RunConfig:
         for key, value in positive.items():
             if value <= 0:
                 raise ConfigError(f"config key '{key}' must be positive, got {value}")
-        if self.eval_episodes < 0:
-            raise ConfigError(f"config key 'eval_episodes' must be >= 0, got {self.eval_episodes}")
+        non_negative = {
+            "seed": self.seed, "threads": self.threads, "eval_every": self.eval_every,
+            "eval_episodes": self.eval_episodes, "agent.learning_starts": self.agent.learning_starts,
+            "agent.max_grad_norm": self.agent.max_grad_norm, "agent.reward_clip": self.agent.reward_clip,
+        }
+        for key, value in non_negative.items():
+            if value < 0:
+                raise ConfigError(f"config key '{key}' must be >= 0, got {value}")
+        for key in ("eps_start", "eps_end", "eps_eval"):
+            value = getattr(self.explore, key)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"config key 'explore.{key}' must be in [0, 1], got {value}")
+        if self.agent.adam_eps <= 0:
+            raise ConfigError(f"config key 'agent.adam_eps' must be positive, got {self.agent.adam_eps}")
+        # replay keeps one stream per copy; each must hold an n-step window of stacked frames
+        stack = self.env.frame_stack if self.env.id.startswith("ALE/") else 1
+        least = self.env.num_envs * (self.agent.n_step + stack + 1)
+        if self.agent.buffer_size < least:
+            raise ConfigError(f"config key 'agent.buffer_size' is {self.agent.buffer_size}, below the {least} that "
+                              f"{self.env.num_envs} copies with n_step {self.agent.n_step} need; raise it")
         if not 0.0 < self.agent.gamma <= 1.0:
             raise ConfigError(f"config key 'agent.gamma' must be in (0, 1], got {self.agent.gamma}")
         if (self.command == "pretrain") != (self.intrinsic.objective != "none"):

@@ -42,7 +42,9 @@ def evaluate_run(run_dir: Path, *, episodes: int, checkpoint: str | None, epsilo
     """Evaluate a checkpoint of a run; append rows to RUN/eval.csv and return the figures."""
     if episodes <= 0:
         raise BtcliError(f"--episodes must be positive, got {episodes}")
-    run = RunDir.open_existing(run_dir)
+    if epsilon is not None and not 0.0 <= epsilon <= 1.0:
+        raise BtcliError(f"--epsilon must be in [0, 1], got {epsilon}")
+    run = RunDir.open_existing(run_dir, resuming=False)
     cfg = from_dict(run.read_config())
     dev = resolve_device(device)
     configure_torch(cfg.threads)
@@ -68,7 +70,7 @@ def evaluate_run(run_dir: Path, *, episodes: int, checkpoint: str | None, epsilo
     results = evaluate(act, env, episodes, eps, seed=seed)
     env.close()
     step = int(state["step"])
-    log = CsvLog(run.eval_path, EVAL_COLUMNS)
+    log = CsvLog(run.eval_path, EVAL_COLUMNS, hint="evaluate needs write access to the run directory")
     log.write([[step, k, r.ret, r.length, eps, path.name, r.coverage] for k, r in enumerate(results)])
     log.close()
     returns = np.array([r.ret for r in results])

@@ -240,6 +240,8 @@ class Trainer:
             else:
                 self.episodes = Episodes.restored(obs, episodes["loop"])
         self.counters = Counters(**state["counters"])
+        if self.cfg.eval_every == 0:  # evaluations only at the end, wherever a resume moved the end (--steps)
+            self.counters.next_eval = self.cfg.steps + 1
         self.rng.bit_generator.state = state["rng"]["numpy"]
         torch.set_rng_state(state["rng"]["torch"])
         self.recent_returns = list(state.get("recent_returns", []))

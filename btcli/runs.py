@@ -59,8 +59,8 @@ def _os_error(exc: BaseException) -> OSError | None:
 
 
 @contextlib.contextmanager
-def disk_errors(what: str) -> Iterator[None]:
-    """Turn a full disk (or another OS error) while writing into one clear line."""
+def disk_errors(what: str, hint: str = "choose a writable --out") -> Iterator[None]:
+    """Turn a full disk (or another OS error) while writing into one clear line ending in ``hint``."""
     try:
         yield
     except (OSError, RuntimeError) as raised:
@@ -72,9 +72,8 @@ def disk_errors(what: str) -> Iterator[None]:
                 f"disk full while writing {what}; free some space and rerun with --resume "
                 "(the last complete checkpoint is intact)"
             ) from None
-        if e.errno in (errno.EACCES, errno.EROFS):
-            raise RunDirError(f"cannot write {what}: {e.strerror}; choose a writable --out") from None
-        raise
+        # permissions, a read-only disk, a path through a file or a missing mount, I/O errors
+        raise RunDirError(f"cannot write {what}: {e.strerror or e}; {hint}") from None
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -133,11 +132,12 @@ def run_meta(argv: list[str]) -> dict[str, Any]:
 class CsvLog:
     """An append-only CSV file with a fixed header; rows are flushed as they are written."""
 
-    def __init__(self, path: Path, columns: list[str]):
+    def __init__(self, path: Path, columns: list[str], hint: str = "choose a writable --out"):
         self.path = path
         self.columns = columns
+        self.hint = hint
         new = not path.exists() or path.stat().st_size == 0
-        with disk_errors(str(path)):
+        with disk_errors(str(path), hint):
             self._fh = open(path, "a", newline="")
             self._writer = csv.writer(self._fh)
             if new:
@@ -145,7 +145,7 @@ class CsvLog:
                 self._fh.flush()
 
     def write(self, rows: list[list[Any]]) -> None:
-        with disk_errors(str(self.path)):
+        with disk_errors(str(self.path), self.hint):
             self._writer.writerows(rows)
             self._fh.flush()
 
@@ -227,15 +227,33 @@ class RunDir:
         self._lock_fd = fd
 
     @classmethod
-    def open_existing(cls, path: str | Path) -> RunDir:
-        """Open a run directory for resuming or reading."""
+    def open_existing(cls, path: str | Path, resuming: bool = True) -> RunDir:
+        """Open a run directory for resuming (or, ``resuming=False``, for reading)."""
         run = cls(path)
-        if not run.config_path.exists():
-            raise RunDirError(
-                f"cannot resume '{run.path}': it is not a btcli run directory (no config.yaml); "
-                "start it without --resume"
-            )
+        if not run.config_path.is_file():
+            what = "no such directory" if not run.path.exists() else "not a btcli run directory (no config.yaml)"
+            hint = ("start it without --resume" if resuming else
+                    "give a run directory that btcli transfer, finetune or pretrain wrote")
+            raise RunDirError(f"'{run.path}': {what}; {hint}")
         return run
+
+    def extend_steps(self, steps: int, done: int) -> None:
+        """Record in config.yaml that a resume moved the run's budget to ``steps`` (at step ``done``)."""
+        doc = self.read_config()
+        doc.setdefault("meta", {}).setdefault("steps_changed", []).append(
+            {"from": doc.get("steps"), "to": steps, "at_step": done, "time": dt.datetime.now().astimezone().isoformat(timespec="seconds")})
+        doc["steps"] = steps
+        atomic_write_text(self.config_path, yaml.safe_dump(doc, sort_keys=False))
+
+    def steps_done(self) -> int:
+        """Environment steps a resume continues from: the summary's when complete, else the newest checkpoint's."""
+        if self.is_complete():
+            try:
+                return int(json.loads(self.summary_path.read_text()).get("steps", 0))
+            except (OSError, ValueError):
+                pass
+        latest = self.latest_checkpoint()
+        return int(latest.name.split("_")[1]) if latest is not None else 0
 
     def write_config(self, config: dict[str, Any], argv: list[str]) -> None:
         doc = dict(config)

@@ -40,11 +40,16 @@ def resolve_device(name: str) -> torch.device:
     On CUDA, cuDNN is told to pick deterministic convolution algorithms (and not to autotune),
     so the same seed gives the same numbers on the same GPU, as it does on a CPU.
     """
+    if name not in ("auto", "cpu") and not name.startswith("cuda"):
+        raise BtcliError(f"unknown device '{name}'; use --device auto, cpu or cuda")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
+    if name.startswith("cuda") and not torch.cuda.is_available():
         raise BtcliError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu or auto")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise BtcliError(f"unknown device '{name}'; use --device auto, cpu or cuda (or cuda:N)") from None
     if device.type == "cuda":
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False

@@ -347,6 +347,20 @@ def test_report_run_no_write_and_empty_run(tmp_path):
     assert s["episodes"] == 0 and s["return_last_mean"] is None
 
 
+def test_report_run_in_a_read_only_directory_is_one_line(tmp_path, monkeypatch):
+    import btcli.analysis as analysis
+
+    root = make_run(tmp_path / "r", returns=np.arange(5, dtype=float))
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(analysis, "plot_learning_curve", refuse)
+    with pytest.raises(analysis.RunDirError, match=r"cannot write the report files .*Permission denied.*--no-files"):
+        report_run(root)
+    assert report_run(root, write_files=False)["episodes"] == 5  # what --no-files prints
+
+
 def test_render_summary_table(tmp_path):
     from rich.console import Console
 

@@ -112,3 +112,90 @@ def test_bf16_warning_only_where_bf16_is_emulated(btcli, tmp_path):
     warned = "warning: agent.precision=bf16 on a CPU without native bf16" in proc.stderr
     assert warned == (not cpu_has_native_bf16())  # shown even under --quiet, where it applies
     assert (tmp_path / "r" / "summary.json").exists()
+
+
+def test_extending_or_shortening_a_run_through_resume(btcli, tmp_path):
+    """--resume --steps N extends a finished run with one final evaluation (eval_every 0) and
+    records the new budget in config.yaml; a budget below the steps done is refused; a run
+    resumes only under the command that made it."""
+    out = tmp_path / "r"
+    made = btcli("transfer", "--env", "MiniGrid-Empty-5x5-v0", "--steps", "600", "--out", str(out), "-q",
+                 "--set", "eval_episodes=2", "--set", "threads=1", "--set", "agent.learning_starts=200")
+    assert made.returncode == 0, made.stderr
+    more = btcli("transfer", "--resume", "--out", str(out), "--steps", "800", "-q")
+    assert more.returncode == 0, more.stderr
+    evals = [line.split(",")[0] for line in (out / "eval.csv").read_text().splitlines()[1:]]
+    assert evals == ["600", "600", "800", "800"]  # before the fix: an evaluation after every step
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["steps"] == 800 and saved["meta"]["steps_changed"][0] | {"time": None} == {
+        "from": 600, "to": 800, "at_step": 600, "time": None}
+    line = one_error_line(btcli("transfer", "--resume", "--out", str(out), "--steps", "500"))
+    assert "--steps 500 is below the 800 steps run" in line
+    assert json.loads((out / "summary.json").read_text())["steps"] == 800  # untouched
+    line = one_error_line(btcli("pretrain", "--resume", "--out", str(out)))
+    assert f"was made by btcli transfer; continue it with btcli transfer --resume --out {out}" in line
+
+
+def test_a_setting_refused_after_the_directory_exists_leaves_no_directory(btcli, tmp_path):
+    """Refusals that only the environment or the trainer can make (an objective the env cannot
+    serve) come after the run directory is made: it is removed, so a corrected rerun can start."""
+    out = tmp_path / "p"
+    line = one_error_line(btcli("pretrain", "--objective", "count", "--env", "ALE/Breakout-v5", "--steps", "100",
+                                "--out", str(out)))
+    assert "objective 'count' needs discrete grid cells" in line
+    assert not out.exists()
+
+
+def test_out_of_range_values_and_bad_paths_are_one_line(btcli, tmp_path):
+    grid = ("--env", "MiniGrid-Empty-5x5-v0", "--steps", "100")
+    cases = [
+        (("--seed", "-1"), "config key 'seed' must be >= 0, got -1"),
+        (("--set", "explore.eps_end=2"), "config key 'explore.eps_end' must be in [0, 1], got 2"),
+        (("--set", "agent.learning_starts=-1"), "config key 'agent.learning_starts' must be >= 0"),
+        (("--set", "agent.buffer_size=10"), "config key 'agent.buffer_size' is 10, below the 20 that 4 copies"),
+        (("--device", "gpu"), "config key 'device' is 'gpu'; choose one of: auto, cpu, cuda"),
+    ]
+    for extra, expected in cases:
+        line = one_error_line(btcli("transfer", *grid, *extra, "--out", str(tmp_path / "r")))
+        assert expected in line, line
+        assert not (tmp_path / "r").exists()
+    (tmp_path / "afile").write_text("")
+    line = one_error_line(btcli("transfer", *grid, "--out", str(tmp_path / "afile" / "run")))
+    assert "cannot write" in line and "Not a directory" in line
+
+
+def test_evaluate_and_report_refuse_bad_arguments_in_one_line(btcli, tmp_path):
+    line = one_error_line(btcli("evaluate", str(tmp_path / "nope")))
+    assert "'" + str(tmp_path / "nope") + "': no such directory; give a run directory" in line
+    (tmp_path / "f.csv").write_text("x\n")
+    line = one_error_line(btcli("report", str(tmp_path / "f.csv")))
+    assert "is a file, not a directory" in line
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("steps: 10\n")
+    line = one_error_line(btcli("evaluate", str(run), "--epsilon", "1.5"))
+    assert "--epsilon must be in [0, 1], got 1.5" in line
+    line = one_error_line(btcli("evaluate", str(run), "--device", "gpu"))
+    assert "unknown device 'gpu'" in line
+
+
+def test_interrupt_before_training_says_so_and_leaves_nothing(tmp_path):
+    """SIGINT while the command still imports and builds (before its own signal handling)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "r"
+    proc = subprocess.Popen([sys.executable, "-m", "btcli", "transfer", "--env", "MiniGrid-Empty-5x5-v0",
+                             "--steps", "100000", "--out", str(out), "-q"], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not out.exists() and time.monotonic() < deadline:  # the directory exists: the trainer is being built
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    if "interrupted before training started" in err:
+        assert not out.exists()
+    else:  # the signal came after training began: the trainer's own handling, with a checkpoint
+        assert "interrupted at step" in err and (out / "config.yaml").exists()
