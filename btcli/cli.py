@@ -339,7 +339,17 @@ def report(
             runs = find_run_dirs(run_dir)
             if not runs:
                 raise BtcliError(f"no btcli run directories (folders with config.yaml) under '{run_dir}'")
-            summaries = [report_run(path, write_files=not no_files) for path in runs]
+            if len(runs) == 1:
+                summaries = [report_run(runs[0], write_files=not no_files)]
+            else:  # a folder: a damaged run is skipped with a warning, the others reported
+                summaries = []
+                for path in runs:
+                    try:
+                        summaries.append(report_run(path, write_files=not no_files))
+                    except AnalysisRunDirError as e:
+                        err.print(f"warning: skipped '{path}': {e}", soft_wrap=True)
+                if not summaries:
+                    raise BtcliError(f"none of the {len(runs)} run directories under '{run_dir}' could be read")
         except AnalysisRunDirError as e:
             raise BtcliError(str(e)) from None
         if json_out:

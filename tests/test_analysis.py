@@ -361,6 +361,18 @@ def test_report_run_in_a_read_only_directory_is_one_line(tmp_path, monkeypatch):
     assert report_run(root, write_files=False)["episodes"] == 5  # what --no-files prints
 
 
+def test_report_of_a_folder_skips_a_damaged_run(tmp_path, btcli):
+    make_run(tmp_path / "runs" / "good", returns=np.arange(6, dtype=float))
+    make_run(tmp_path / "runs" / "bad", returns=np.arange(6, dtype=float))
+    (tmp_path / "runs" / "bad" / "config.yaml").write_text("steps: [1\n")
+    proc = btcli("report", str(tmp_path / "runs"), "--json", "--no-files")
+    assert proc.returncode == 0, proc.stderr
+    assert [s["path"] for s in json.loads(proc.stdout)] == [str(tmp_path / "runs" / "good")]
+    assert proc.stderr.startswith(f"warning: skipped '{tmp_path / 'runs' / 'bad'}'")
+    alone = btcli("report", str(tmp_path / "runs" / "bad"))
+    assert alone.returncode == 2 and alone.stderr.startswith("btcli: error: ")
+
+
 def test_render_summary_table(tmp_path):
     from rich.console import Console
 
