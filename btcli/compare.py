@@ -388,8 +388,29 @@ def compare_runs(
                 for g, m in matrices.items()}
     if len(groups) == 1:
         notes.append(f"only one group ({by} = {groups[0]}): no probabilities of improvement")
+    notes += sample_notes(scores)
     return Comparison(by, metric, groups, tasks, scales, threshold, scores, results, improvements, taus,
                       profiles, reps, level, loaded, notes)
+
+
+def sample_notes(scores: list[RunScore]) -> list[str]:
+    """What makes intervals narrower than the evidence: one run per group and task (the bootstrap
+    has nothing to resample: zero width), or one seed counted twice (copies are not independent)."""
+    notes = []
+    cells: dict[tuple[str, str], list[RunScore]] = {}
+    for s in scores:
+        cells.setdefault((s.group, s.task), []).append(s)
+    single = sorted({g for (g, _), runs in cells.items() if len(runs) == 1}, key=_sort_key)
+    if single:
+        notes.append(f"one run per task in group(s) {', '.join(single)}: intervals of zero width say nothing "
+                     "about seed-to-seed spread; run several seeds")
+    for (g, task), runs in sorted(cells.items(), key=lambda kv: (_sort_key(kv[0][0]), kv[0][1])):
+        seeds = [r.seed for r in runs]
+        repeated = sorted({str(x) for x in seeds if seeds.count(x) > 1})
+        if repeated:
+            notes.append(f"group {g}, task {task}: seed(s) {', '.join(repeated)} appear more than once; "
+                         "runs with the same seed are not independent samples")
+    return notes
 
 
 def profile_taus(values: np.ndarray, *, raw: bool) -> np.ndarray:

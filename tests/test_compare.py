@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -88,6 +89,22 @@ def test_groups_scores_and_iqm_match_trim_mean(tmp_path):
     bt = next(r for r in c.results if r.name == "bt")
     scratch = next(r for r in c.results if r.name == "scratch")
     assert bt.aggregates["iqm"].point > scratch.aggregates["iqm"].point
+
+
+def test_notes_say_when_intervals_rest_on_one_run_or_a_repeated_seed(tmp_path):
+    two_groups(tmp_path / "runs")
+    assert not [n for n in compare_runs([str(tmp_path / "runs")], reps=50).notes if "seed" in n]
+    two_groups(tmp_path / "one", seeds=(0,))
+    c = compare_runs([str(tmp_path / "one")], reps=50)
+    assert any(n.startswith("one run per task in group(s) bt, scratch: intervals of zero width") for n in c.notes)
+    assert all(r.aggregates["iqm"].lo == r.aggregates["iqm"].hi for r in c.results)  # what the note warns of
+    two_groups(tmp_path / "twice", seeds=(0, 1))
+    for task in (EMPTY, DOORKEY):  # a copied run directory: the same seed counted twice
+        shutil.copytree(tmp_path / "twice" / f"bt-{task}-s1", tmp_path / "twice" / f"bt-{task}-copy")
+        shutil.copytree(tmp_path / "twice" / f"scratch-{task}-s1", tmp_path / "twice" / f"scratch-{task}-copy")
+    notes = compare_runs([str(tmp_path / "twice")], reps=50).notes
+    assert f"group bt, task {DOORKEY}: seed(s) 1 appear more than once; runs with the same seed are not " \
+           "independent samples" in notes
 
 
 def test_probability_of_improvement_counts_pairs_per_task(tmp_path):
