@@ -293,7 +293,8 @@ def _training_evals(run: RunData) -> pd.DataFrame:
 
 
 def _last_eval(run: RunData) -> dict:
-    out = {"eval_step": None, "eval_return_mean": None, "eval_return_std": None, "eval_episodes": None}
+    out = {"eval_step": None, "eval_return_mean": None, "eval_return_std": None, "eval_episodes": None,
+           "eval_source": None}
     e = _training_evals(run)
     if e.empty:
         return out
@@ -305,6 +306,12 @@ def _last_eval(run: RunData) -> dict:
     last = step[ok].max()
     r = ret[ok & (step == last)]
     out["eval_step"] = int(last)
+    out["eval_source"] = "training"
+    rows = e[ok & (step == last)]
+    if "checkpoint" in rows.columns and rows["checkpoint"].notna().any() and \
+            rows["checkpoint"].astype(str).str.strip().ne("").any():  # only `btcli evaluate` rows exist
+        eps = sorted({float(x) for x in rows["epsilon"].dropna()}) if "epsilon" in rows.columns else []
+        out["eval_source"] = "btcli evaluate" + (f", epsilon {', '.join(f'{x:g}' for x in eps)}" if eps else "")
     out["eval_return_mean"] = float(r.mean())
     out["eval_return_std"] = float(r.std(ddof=1)) if r.size > 1 else None
     out["eval_episodes"] = int(r.size)
@@ -383,7 +390,9 @@ def summarize_run(run: RunData, window: int = 100) -> dict:
       number of non-empty bins (below 20 for an unfinished run, whose auc covers only the
       part of the budget it reached). ``None`` without a budget or without episodes.
     * ``eval_step``, ``eval_return_mean``, ``eval_return_std`` (sample std, ddof=1; ``None``
-      with one episode), ``eval_episodes`` -- from the eval.csv rows at the LAST eval step.
+      with one episode), ``eval_episodes`` -- from the eval.csv rows at the LAST eval step;
+      ``eval_source`` says whose rows: ``training`` (the run's own evaluations), else
+      ``btcli evaluate, epsilon E`` (a run without training evaluations).
     * ``intrinsic_last_mean`` -- mean ``intrinsic_return`` of the last ``window`` episodes
       (pre-training runs; empty cells are left out, as for the coverage mean).
     * ``coverage_last_mean`` -- mean ``coverage`` (distinct cells or rooms visited per episode)
@@ -772,6 +781,8 @@ def _summary_rows(s: dict) -> list[tuple[str, str]]:
         if s.get("eval_return_std") is not None:
             ev += f" ± {_fmt_num(s['eval_return_std'])}"
         ev += f"  ({s.get('eval_episodes')} ep. at step {_fmt_num(s.get('eval_step'))})"
+        if s.get("eval_source") not in (None, "training"):
+            ev += f"  [{s['eval_source']}]"
     auc = _fmt_num(s.get("auc"))
     if s.get("auc") is not None:
         auc += f"  ({s.get('auc_bins')}/{AUC_BINS} bins)"

@@ -240,6 +240,8 @@ def load_scores(
         if summary["status"] != "complete":
             unfinished.append(path)
         value = summary.get(_METRIC_KEYS[metric])
+        if metric == "eval" and summary.get("eval_source") != "training":
+            value = None  # only the run's own evaluations share one protocol; `btcli evaluate` rows may not
         if value is None:
             no_value.append((path, summary["status"]))
             continue
@@ -256,7 +258,8 @@ def load_scores(
     if no_value:
         finished = [p for p, status in no_value if status == "complete"]
         if finished or not allow_unfinished:
-            what = "no evaluation episodes" if metric == "eval" else "no finished training episodes"
+            what = ("no evaluation episodes of their own; btcli evaluate's rows do not count" if metric == "eval"
+                    else "no finished training episodes")
             bad = finished or [p for p, _ in no_value]
             raise CompareError(f"{len(bad)} run(s) have no '{metric}' score ({what}): {_names(bad)}; "
                                "choose another --metric or leave them out")

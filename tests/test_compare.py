@@ -202,6 +202,24 @@ def test_refuses_uneven_runs_per_task(tmp_path):
         compare_runs([str(tmp_path / "runs")], reps=10)
 
 
+def test_eval_metric_uses_only_the_runs_own_evaluations(tmp_path):
+    """A run trained without evaluations and evaluated once by `btcli evaluate` (another epsilon,
+    one episode) is not scored on that: report names the source, compare --metric eval refuses."""
+    for seed in (0, 1):
+        write_run(tmp_path / "runs" / f"r{seed}", seed=seed, eval_return=0.5)
+    adhoc = write_run(tmp_path / "runs" / "r2", seed=2)
+    with open(adhoc / "eval.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(EVAL_COLUMNS)
+        w.writerow([1000, 0, 3.0, 12, 0.2, "step_000000001000", ""])
+    s = summarize_run(load_run(adhoc))
+    assert s["eval_return_mean"] == 3.0 and s["eval_source"] == "btcli evaluate, epsilon 0.2"
+    assert summarize_run(load_run(tmp_path / "runs" / "r0"))["eval_source"] == "training"
+    with pytest.raises(CompareError, match=r"1 run\(s\) have no 'eval' score .*btcli evaluate's rows do not count"):
+        compare_runs([str(tmp_path / "runs")], metric="eval", reps=10)
+    assert len(compare_runs([str(tmp_path / "runs")], metric="final", reps=10).scores) == 3
+
+
 def test_refuses_no_runs_unknown_key_and_missing_metric(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CompareError, match="no btcli runs matched"):
@@ -211,7 +229,7 @@ def test_refuses_no_runs_unknown_key_and_missing_metric(tmp_path):
     write_run(tmp_path / "a")
     with pytest.raises(CompareError, match="has no config key 'agent.width'"):
         compare_runs([str(tmp_path / "a")], by="agent.width")
-    with pytest.raises(CompareError, match=r"1 run\(s\) have no 'eval' score \(no evaluation episodes\)"):
+    with pytest.raises(CompareError, match=r"1 run\(s\) have no 'eval' score \(no evaluation episodes of their own"):
         compare_runs([str(tmp_path / "a")], metric="eval")
     with pytest.raises(CompareError, match="unknown --metric 'best'"):
         compare_runs([str(tmp_path / "a")], metric="best")
