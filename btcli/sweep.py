@@ -290,7 +290,8 @@ def _resolve_key(key: str, options: dict[str, OptionSpec], keys: list[str], wher
         return options[norm]
     if key in keys:
         return key
-    candidates = keys + ([] if config_only else sorted({k.replace("_", "-") for k in options} - set(RESERVED)))
+    candidates = list(dict.fromkeys(keys + ([] if config_only else
+                                            sorted({k.replace("_", "-") for k in options} - set(RESERVED)))))
     hint = difflib.get_close_matches(key, candidates, n=3, cutoff=0.6)
     what = "config key" if config_only else "option or config key"
     raise SweepError(f"{where}: unknown {what} '{key}'" +
@@ -346,12 +347,24 @@ def expand(sweep: Sweep, options: dict[str, dict[str, OptionSpec]] | None = None
                     value = fill(raw, fields, f"{label}: {key}")
                     needs += [j.run_dir for j in jobs if _same_path(value, j.run_dir)]
                 args += _words(specs[key], value, raw)
+                if specs[key] == "env.id" or getattr(specs[key], "flag", None) == "--env":
+                    _check_env_id(value, f"{label}: {key}")
             sets_threads = any(specs[k] == "threads" for k in specs)
             stage_jobs.append(Job(stage.name, stage.command, name, run_dir, args, point, needs, sets_threads))
         by_stage[stage.name] = stage_jobs
         jobs += stage_jobs
     _check_names(jobs)
     return jobs
+
+
+def _check_env_id(value: str, where: str) -> None:
+    """Refuse an unknown environment id while planning, not once per run when the sweep starts it."""
+    from btcli.envs import resolve_env_id
+
+    try:
+        resolve_env_id(value)
+    except ValueError as e:
+        raise SweepError(f"{where}: {e}") from None
 
 
 def _refs(stage: Stage) -> list[str]:

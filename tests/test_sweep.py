@@ -90,6 +90,10 @@ def test_plain_templates_name_templates_and_braces():
     ({"args": {"config": "{run:x}"}}, "{run:x} must name an earlier stage (this is the first stage)"),
     ({"command": "report"}, "'report' is not a btcli training command; choose one of:"),
     ({"grids": {}}, "stage x: unknown key 'grids'; did you mean 'grid'?"),
+    ({"grid": {"env": [EMPTY, "MiniGrid-Empty-5x5-v1"]}},
+     "stage 'x': env: unknown environment id 'MiniGrid-Empty-5x5-v1'; did you mean"),
+    ({"set": {"env.id": "ALE/Breakot-v5"}}, "stage 'x': env.id: unknown environment id 'ALE/Breakot-v5'"),
+    ({"args": {"stepz": 5}}, "unknown option or config key 'stepz'; did you mean 'steps'?"),
 ])
 def test_grid_errors(stage, message):
     data = {"stages": [{"name": "x", "command": "transfer", **stage}]}
