@@ -206,28 +206,38 @@ def test_atari_gym_sticky_actions_repeat_the_previous_frames_action():
     assert differs
 
 
-@pytest.mark.parametrize("game", ["ALE/Breakout-v5", "ALE/MontezumaRevenge-v5"])
-def test_atari_gym_state_dict_continues_episodes_exactly(game):
-    """The gym backend's saved episodes continue exactly in another env: sticky actions (the
-    emulator's RNG), frame caps, resets with random no-ops, frame stacks and RAM probes."""
-    cfg = _atari("gym", game, num_envs=4, max_episode_frames=400, noop_max=30, sticky_actions=0.5)
+def continue_from_saved_state(cfg: EnvConfig, steps: int, saved_at: int) -> tuple[dict, int]:
+    """Step an env ``saved_at`` times, load its state into another (another seed, already reset:
+    everything must come from the state) and check both give the same steps until ``steps``.
+    Returns the state and the number of episode ends after the load."""
     first = make_vec_env(cfg, seed=5)
     first.reset()
-    acts = np.random.default_rng(1).integers(0, first.num_actions, size=(400, 4))
-    for a in acts[:70]:
+    acts = np.random.default_rng(1).integers(0, first.num_actions, size=(steps, cfg.num_envs))
+    for a in acts[:saved_at]:
         first.step(a)
     state = first.state_dict()
-    second = make_vec_env(cfg, seed=77)  # another seed: everything must come from the state
-    obs = second.load_state_dict(state)
-    np.testing.assert_array_equal(obs, first._current_obs())
+    second = make_vec_env(cfg, seed=77)
+    second.reset()
+    np.testing.assert_array_equal(second.load_state_dict(state), first._current_obs())
+    for key, values in first.last_probes().items():
+        np.testing.assert_array_equal(second.last_probes()[key], values)
     ends = 0
-    for a in acts[70:]:
+    for a in acts[saved_at:]:
         x, y = first.step(a), second.step(a)
         for field in ("obs", "reward", "terminated", "truncated", "final_obs"):
             np.testing.assert_array_equal(getattr(x, field), getattr(y, field))
         for key in x.probes:
             np.testing.assert_array_equal(x.probes[key], y.probes[key])
         ends += int((x.terminated | x.truncated).sum())
+    return state, ends
+
+
+@pytest.mark.parametrize("game", ["ALE/Breakout-v5", "ALE/MontezumaRevenge-v5"])
+def test_atari_gym_state_dict_continues_episodes_exactly(game):
+    """The gym backend's saved episodes continue exactly in another env: sticky actions (the
+    emulator's RNG), frame caps, resets with random no-ops, frame stacks and RAM probes."""
+    cfg = _atari("gym", game, num_envs=4, max_episode_frames=400, noop_max=30, sticky_actions=0.5)
+    state, ends = continue_from_saved_state(cfg, steps=400, saved_at=70)
     assert ends >= 8  # every copy went through resets drawn after the load
     with pytest.raises(ValueError, match="does not fit"):
         make_vec_env(_atari("gym", game, num_envs=2), seed=0).load_state_dict(state)
@@ -349,24 +359,7 @@ def test_minigrid_state_dict_continues_episodes_exactly(env_id):
     """A copy loaded from another's state steps identically, across autoresets (the task's RNG
     draws new starts and goals) and with visited marks and picked-up keys (dirty cells)."""
     cfg = EnvConfig(id=env_id, num_envs=3, max_episode_steps=25, visited=True)
-    first = make_vec_env(cfg, seed=11)
-    first.reset()
-    acts = np.random.default_rng(0).integers(0, first.num_actions, size=(260, 3))
-    for a in acts[:37]:
-        first.step(a)
-    state = first.state_dict()
-    second = make_vec_env(cfg, seed=999)  # another seed: everything must come from the state
-    second.reset()
-    obs = second.load_state_dict(state)
-    np.testing.assert_array_equal(obs, first._current_obs())
-    np.testing.assert_array_equal(second.last_probes()["cell"], first.last_probes()["cell"])
-    ends = 0
-    for a in acts[37:]:
-        x, y = first.step(a), second.step(a)
-        for field in ("obs", "reward", "terminated", "truncated", "final_obs"):
-            np.testing.assert_array_equal(getattr(x, field), getattr(y, field))
-        np.testing.assert_array_equal(x.probes["cell"], y.probes["cell"])
-        ends += int((x.terminated | x.truncated).sum())
+    state, ends = continue_from_saved_state(cfg, steps=260, saved_at=37)
     assert ends >= 20
     with pytest.raises(ValueError, match="does not fit"):
         make_vec_env(EnvConfig(id=env_id, num_envs=2), seed=0).load_state_dict(state)
