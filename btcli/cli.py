@@ -391,11 +391,7 @@ _register_analysis(app)
 
 def main() -> None:
     """Console-script entry point."""
-    try:
-        app()
-    except KeyboardInterrupt:  # before a command's own handling (e.g. while importing torch)
-        print("btcli: interrupted before anything was written", file=sys.stderr, flush=True)
-        raise SystemExit(130) from None
+    app()
 
 
 if __name__ == "__main__":

@@ -240,8 +240,9 @@ class RunDir:
     def extend_steps(self, steps: int, done: int) -> None:
         """Record in config.yaml that a resume moved the run's budget to ``steps`` (at step ``done``)."""
         doc = self.read_config()
+        when = dt.datetime.now().astimezone().isoformat(timespec="seconds")
         doc.setdefault("meta", {}).setdefault("steps_changed", []).append(
-            {"from": doc.get("steps"), "to": steps, "at_step": done, "time": dt.datetime.now().astimezone().isoformat(timespec="seconds")})
+            {"from": doc.get("steps"), "to": steps, "at_step": done, "time": when})
         doc["steps"] = steps
         atomic_write_text(self.config_path, yaml.safe_dump(doc, sort_keys=False))
 

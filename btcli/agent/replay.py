@@ -325,8 +325,10 @@ class ReplayBuffer:
         used = self._used_slots()
         for key in ("frames", "actions", "rewards", "flags"):
             src, dst = np.asarray(d[key]), getattr(self, key)
-            if src.shape[:1] + src.shape[2:] != dst.shape[:1] + dst.shape[2:] or not used <= src.shape[1] <= dst.shape[1]:
-                raise ValueError(f"replay state {key} has shape {src.shape}, expected {dst.shape} or a slot prefix of it")
+            same_layout = src.shape[:1] + src.shape[2:] == dst.shape[:1] + dst.shape[2:]
+            if not same_layout or not used <= src.shape[1] <= dst.shape[1]:
+                raise ValueError(f"replay state {key} has shape {src.shape}, "
+                                 f"expected {dst.shape} or a slot prefix of it")
             dst[:, :used] = src[:, :used]  # checkpoints before the cut held every slot
             if dirty:  # a fresh buffer's untouched slots are zero already (and not yet in memory)
                 dst[:, used:] = 0
