@@ -21,3 +21,13 @@ def run_btcli(*args: str, timeout: float = 300, check: bool = False) -> subproce
 @pytest.fixture
 def btcli():
     return run_btcli
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _numpy_blas_on_one_thread():
+    """Tests that step envs without a Trainer run numpy's BLAS as every btcli process does
+    (runtime.configure_torch): on one thread, which a 2-core CI machine needs (see there)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, user_api="blas"):
+        yield
