@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from btcli.agent.replay import min_capacity
 from btcli.envs import validate_env_config
 from btcli.envs.base import EnvConfig, _f
 from btcli.errors import BtcliError
@@ -181,9 +182,8 @@ class RunConfig:
                 raise ConfigError(f"config key 'explore.{key}' must be in [0, 1], got {value}")
         if self.agent.adam_eps <= 0:
             raise ConfigError(f"config key 'agent.adam_eps' must be positive, got {self.agent.adam_eps}")
-        # replay keeps one stream per copy; each must hold an n-step window of stacked frames
         stack = self.env.frame_stack if self.env.id.startswith("ALE/") else 1
-        least = self.env.num_envs * (self.agent.n_step + stack + 1)
+        least = min_capacity(self.env.num_envs, self.agent.n_step, stack)
         if self.agent.buffer_size < least:
             raise ConfigError(f"config key 'agent.buffer_size' is {self.agent.buffer_size}, below the {least} that "
                               f"{self.env.num_envs} copies with n_step {self.agent.n_step} need; raise it")

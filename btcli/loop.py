@@ -86,8 +86,17 @@ def checkpoint_identity(cfg: RunConfig, env) -> dict[str, Any]:
 
 
 def _for_episodes(state: dict[str, Any], continuing: bool) -> dict[str, Any]:
-    """A component's saved state, without its "episodes" part when a resume restarts the episodes."""
-    return state if continuing else {k: v for k, v in state.items() if k != "episodes"}
+    """A component's saved state, without its "episodes" parts (at any depth: a component may
+    hold a part that has its own) when a resume restarts the episodes."""
+    return state if continuing else _without_episodes(state)
+
+
+def _without_episodes(state: Any) -> Any:
+    if not isinstance(state, dict):
+        return state
+    kept = {k: _without_episodes(v) for k, v in state.items() if k != "episodes"}
+    unchanged = len(kept) == len(state) and all(kept[k] is state[k] for k in kept)
+    return state if unchanged else kept  # untouched dicts keep their type (a module state's metadata)
 
 
 class Trainer:

@@ -18,6 +18,7 @@ from btcli.intrinsic import (
     lifelong_modulation,
 )
 from btcli.intrinsic.sources import NGUSource, make_source
+from btcli.loop import _for_episodes
 
 C = 1e-3  # NGU's kernel constant c; an empty memory scores 1/c
 
@@ -446,7 +447,7 @@ def test_ngu_resume_reseeds_memories():
     acts = np.zeros(1, dtype=np.int64)
     src.rewards(np.array([[0]]), acts, _step([[1]]))
     other = _one_hot_ngu(1)
-    restarting = {k: v for k, v in src.state_dict().items() if k != "episodes"}  # what the loop loads then
+    restarting = _for_episodes(src.state_dict(), continuing=False)  # what the loop loads then
     other.load_state_dict(restarting)
     assert other.memory.sizes[0] == 0 and other.memory.d2_mean.count == 1
     # the first step after a resume stores the loop's reset observation first: not 1/c

@@ -35,6 +35,11 @@ TRANSITION = 8  # the entry is a transition (obs_t, a_t, r_t); final-frame entri
 _MAX_REJECTION_ROUNDS = 8
 
 
+def min_capacity(num_envs: int, n_step: int, frame_stack: int) -> int:
+    """The smallest capacity that holds an n-step window of stacked frames in every copy's stream."""
+    return int(num_envs) * (int(n_step) + int(frame_stack) + 1)
+
+
 @dataclass
 class Batch:
     obs: np.ndarray  # [B, *obs_shape] same dtype as stored
@@ -73,7 +78,7 @@ class ReplayBuffer:
         if frame_stack > 1 and (len(obs_shape) < 1 or obs_shape[0] != frame_stack):
             raise ValueError(f"frame_stack={frame_stack} needs obs_shape[0] == frame_stack, got {obs_shape}")
         cap = int(capacity) // int(num_envs)
-        if cap < n_step + frame_stack + 1:
+        if cap * num_envs < min_capacity(num_envs, n_step, frame_stack):
             raise ValueError(
                 f"capacity // num_envs = {cap} is too small for n_step={n_step}, frame_stack={frame_stack}"
             )

@@ -307,12 +307,9 @@ class NGUSource:
         self.optimizer.step()
 
     def state_dict(self) -> dict[str, Any]:
-        memory = self.memory.state_dict()
         state: dict[str, Any] = {"idm": self.idm.state_dict(), "optimizer": self.optimizer.state_dict(),
-                                 "memory": {"d2_mean": memory["d2_mean"]}, "learn_calls": self.learn_calls,
-                                 "reward_rms": self.reward_rms.state_dict(),
-                                 # dropped by a resume that restarts its episodes
-                                 "episodes": {"memory": memory["episodes"], "seeded": self._seeded}}
+                                 "memory": self.memory.state_dict(), "learn_calls": self.learn_calls,
+                                 "reward_rms": self.reward_rms.state_dict()}
         if self.save_ring and self.ring is not None:
             state["ring"] = self.ring.state_dict()
         if self.lifelong:
@@ -322,12 +319,8 @@ class NGUSource:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.idm.load_state_dict(state["idm"])
         self.optimizer.load_state_dict(state["optimizer"])
-        episodes = state.get("episodes")
-        memory = dict(state["memory"])
-        if episodes is not None:
-            memory["episodes"] = episodes["memory"]
-        self.memory.load_state_dict(memory)  # empty memories unless the episodes continue
-        self._seeded = bool(episodes["seeded"]) if episodes is not None else False
+        self.memory.load_state_dict(state["memory"])  # empty memories unless the episodes continue
+        self._seeded = bool(self.memory.sizes.all())  # a seeded copy never holds fewer than one entry
         if state.get("ring") is not None:
             self.ring = TransitionRing.restored(self.ring_capacity, state["ring"])
         self.learn_calls = int(state["learn_calls"])
