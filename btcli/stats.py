@@ -111,8 +111,15 @@ def mean(x) -> Value:
 
 
 def median(x) -> Value:
-    """Median of all entries (per leading index for a ``[..., runs, tasks]`` stack)."""
-    return _out(np.median(_entries(_as_scores(x)), axis=-1))
+    """Median over tasks of each task's mean score, as rliable (and the Atari literature) defines it.
+
+    For a ``[runs, tasks]`` matrix: ``median_t(mean_r x[r, t])`` (per leading index for a
+    ``[..., runs, tasks]`` stack). A 1-D input is a plain list of values: its median.
+    """
+    a = _as_scores(x)
+    if a.ndim == 1:
+        return _out(np.median(a))
+    return _out(np.median(a.mean(axis=-2), axis=-1))
 
 
 def iqm(x) -> Value:

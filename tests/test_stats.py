@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy import stats as sps
@@ -42,13 +45,17 @@ def test_iqm_is_batched_over_leading_axis():
     expected = [sps.trim_mean(m.ravel(), 0.25) for m in stack]
     np.testing.assert_allclose(stats.iqm(stack), expected)
     np.testing.assert_allclose(stats.mean(stack), [m.mean() for m in stack])
-    np.testing.assert_allclose(stats.median(stack), [np.median(m) for m in stack])
+    np.testing.assert_allclose(stats.median(stack), [np.median(m.mean(axis=0)) for m in stack])
 
 
 def test_mean_median_by_hand():
     x = np.array([[0.0, 10.0], [2.0, 3.0], [1.0, 4.0]])
     assert stats.mean(x) == pytest.approx(20.0 / 6)
-    assert stats.median(x) == pytest.approx(2.5)
+    # rliable's median: of the task means, 1 and 17/3 (the median of two values is their mean)
+    assert stats.median(x) == pytest.approx((1.0 + 17.0 / 3) / 2)
+    # the issue's example: task means 3, 3, 9 -> 3 (the median of all nine entries would be 9)
+    assert stats.median(np.array([[0, 0, 9], [0, 0, 9], [9, 9, 9]], dtype=float)) == pytest.approx(3.0)
+    assert stats.median([4.0, 1.0, 3.0]) == pytest.approx(3.0)  # a plain list: its median
 
 
 def test_optimality_gap_by_hand():
@@ -225,3 +232,27 @@ def test_nan_rejected(call):
 def test_bad_level_rejected():
     with pytest.raises(ValueError, match="level"):
         stats.stratified_bootstrap_ci(np.ones((3, 2)), stats.mean, level=1.5)
+
+
+RLIABLE = json.loads((Path(__file__).parent / "fixtures" / "rliable_aggregates.json").read_text())
+AGGREGATE_FUNCTIONS = {"median": stats.median, "iqm": stats.iqm, "mean": stats.mean,
+                       "optimality_gap": stats.optimality_gap}
+
+
+@pytest.mark.parametrize("case", RLIABLE["cases"], ids=[c["name"] for c in RLIABLE["cases"]])
+def test_aggregates_and_intervals_agree_with_rliable(case):
+    """rliable 1.2's values (tests/fixtures/make_rliable_fixtures.py): points exactly; the intervals
+    within the Monte Carlo error of two percentile bootstraps with other random streams."""
+    x = np.array(case["scores"])
+    for name, fn in AGGREGATE_FUNCTIONS.items():
+        point, lo, hi = stats.stratified_bootstrap_ci(x, fn, reps=RLIABLE["reps"], seed=0)
+        assert point == pytest.approx(case["point"][name], abs=1e-12), name
+        assert lo == pytest.approx(case["lo"][name], abs=0.01), name
+        assert hi == pytest.approx(case["hi"][name], abs=0.01), name
+
+
+def test_probability_of_improvement_agrees_with_rliable():
+    p = RLIABLE["poi"]
+    point, lo, hi = stats.poi_ci(np.array(p["x"]), np.array(p["y"]), reps=RLIABLE["reps"], seed=0)
+    assert point == pytest.approx(p["point"], abs=1e-12)
+    assert lo == pytest.approx(p["lo"], abs=0.01) and hi == pytest.approx(p["hi"], abs=0.01)
