@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from btcli import evals
 from btcli.runs import EVAL_COLUMNS, METRICS_COLUMNS, TRAIN_COLUMNS
 
 __all__ = [
@@ -52,9 +53,12 @@ __all__ = [
 
 # Missing files give empty frames with the columns the training loop writes (btcli.runs);
 # extra columns found in a file (added by later versions) are kept as they are.
-_TEXT_COLUMNS = {"checkpoint"}
+_TEXT_COLUMNS = {"checkpoint", "policy", "env_id"}
 
 AUC_BINS = 20
+EVAL_LAST = 3  # evaluations averaged by eval_last_mean (compare --metric eval-last)
+# modes whose training episodes include steps chosen by π_p (BT flights)
+FLIGHT_MODES = ("bt", "bt+ft")
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
 
@@ -278,18 +282,42 @@ def _max_step(run: RunData) -> float | None:
     return max(vals) if vals else None
 
 
+def _env_id(run: RunData) -> str | None:
+    env_cfg = run.config.get("env")
+    return env_cfg.get("id") if isinstance(env_cfg, dict) else (env_cfg if isinstance(env_cfg, str) else None)
+
+
 def _training_evals(run: RunData) -> pd.DataFrame:
-    """Evaluation rows written by the training loop (empty ``checkpoint``).
+    """The learner's evaluation rows written by the training loop on the run's own task.
 
     ``btcli evaluate`` appends rows naming a checkpoint, possibly with another epsilon or
-    episode count; mixing them into the training curve would change what a point means.
-    Runs with only such rows fall back to all rows.
+    episode count (or another task, ``--env``); mixing them into the training curve would change
+    what a point means. Runs with only such rows (on their own task) fall back to those.
     """
     e = run.eval
-    if e.empty or "checkpoint" not in e.columns:
-        return e
-    during = e[e["checkpoint"].isna() | (e["checkpoint"].astype(str).str.strip() == "")]
-    return during if not during.empty else e
+    during = evals.training_rows(e, _env_id(run), evals.LEARNER)
+    if not during.empty or e.empty:
+        return during
+    return evals.training_rows(e, _env_id(run), evals.LEARNER, loop_only=False)
+
+
+def _reference_evals(run: RunData) -> pd.DataFrame:
+    """The rows of π_p's zero-shot evaluations beside the learner's (transfer runs with a π_p)."""
+    return evals.training_rows(run.eval, _env_id(run), evals.PRETRAINED)
+
+
+def _eval_scores(run: RunData, eval_last: int) -> dict:
+    """Learner-only scores over the run's own evaluations, and π_p's zero-shot reference."""
+    c = evals.curve(evals.training_rows(run.eval, _env_id(run), evals.LEARNER))  # btcli evaluate's rows never count
+    ref = _reference_evals(run)
+    return {
+        "eval_auc": evals.eval_auc(c),
+        "eval_last_mean": evals.eval_last(c, eval_last),
+        "eval_last_k": int(min(eval_last, len(c))),
+        "evaluations": int(len(c)),
+        "pretrained_eval_mean": evals.pooled_mean(ref),
+        "pretrained_eval_episodes": int(len(ref)),
+    }
 
 
 def _last_eval(run: RunData) -> dict:
@@ -364,7 +392,7 @@ def _pretrained(run: RunData) -> dict | None:
     }
 
 
-def summarize_run(run: RunData, window: int = 100) -> dict:
+def summarize_run(run: RunData, window: int = 100, eval_last: int = EVAL_LAST) -> dict:
     """Headline figures of one run, as a JSON-serialisable dict (``None`` where unknown).
 
     Keys:
@@ -393,6 +421,16 @@ def summarize_run(run: RunData, window: int = 100) -> dict:
       with one episode), ``eval_episodes`` -- from the eval.csv rows at the LAST eval step;
       ``eval_source`` says whose rows: ``training`` (the run's own evaluations), else
       ``btcli evaluate, epsilon E`` (a run without training evaluations).
+    * ``eval_auc`` -- area under the learner's evaluation curve, normalised to a mean return
+      (:func:`btcli.evals.eval_auc`); ``eval_last_mean`` -- mean of the last ``eval_last``
+      evaluation means (``eval_last_k`` of them, fewer when the run has fewer); ``evaluations``
+      -- how many. Training evaluations of the learner on the run's own task only.
+    * ``pretrained_eval_mean`` -- π_p's zero-shot score: the mean return of every evaluation
+      episode of the frozen pre-trained policy the run logged beside the learner's
+      (``pretrained_eval_episodes`` of them); ``None`` for runs without π_p.
+    * ``training_includes_pretrained`` -- whether the training episodes (``return_last_mean``,
+      ``auc``) include steps chosen by π_p (BT flights): they then show what the agent
+      experienced, not what the learner learned.
     * ``intrinsic_last_mean`` -- mean ``intrinsic_return`` of the last ``window`` episodes
       (pre-training runs; empty cells are left out, as for the coverage mean).
     * ``coverage_last_mean`` -- mean ``coverage`` (distinct cells or rooms visited per episode)
@@ -415,8 +453,7 @@ def summarize_run(run: RunData, window: int = 100) -> dict:
         raise ValueError(f"window must be >= 1, got {window}")
     window = int(window)
     cfg = run.config
-    env_cfg = cfg.get("env")
-    env_id = env_cfg.get("id") if isinstance(env_cfg, dict) else (env_cfg if isinstance(env_cfg, str) else None)
+    env_id = _env_id(run)
     notes = list(run.notes)
 
     summ = run.summary
@@ -457,6 +494,7 @@ def summarize_run(run: RunData, window: int = 100) -> dict:
     ev = _last_eval(run)
     if ev["eval_step"] is None:
         notes.append("no evaluation episodes")
+    scores = _eval_scores(run, eval_last)
 
     mean_sps = _finite(summ.get("mean_sps")) if summ else None
     if mean_sps is None and not run.train.empty:
@@ -495,6 +533,8 @@ def summarize_run(run: RunData, window: int = 100) -> dict:
         "coverage_last_mean": _last_mean(ep, "coverage", window),
         "coverage_total": _int_or_none(summ.get("coverage_total")) if summ else None,
         **ev,
+        **scores,
+        "training_includes_pretrained": cfg.get("mode") in FLIGHT_MODES,
         "behaviour_share": _behaviour_share(run, ep),
         "flights": _int_or_none(summ.get("flights")) if summ else None,
         "flight_len_mean": _finite(summ.get("flight_len_mean")) if summ else None,
@@ -618,7 +658,8 @@ def _draw_eval(ax, g: pd.DataFrame) -> None:
 def _draw_returns(ax, run: RunData, bins: int) -> None:
     curve = learning_curve(run, bins=bins)
     if not curve.empty:
-        ax.plot(curve["step"], curve["return_mean"], color="C0", lw=1.8, label="train (binned mean)")
+        flights = " (incl. π_p's flights)" if run.config.get("mode") in FLIGHT_MODES else ""
+        ax.plot(curve["step"], curve["return_mean"], color="C0", lw=1.8, label=f"train (binned mean){flights}")
         ax.fill_between(
             curve["step"], curve["return_lo"], curve["return_hi"], color="C0", alpha=0.25, lw=0,
             label="train 95% CI",
@@ -626,6 +667,9 @@ def _draw_returns(ax, run: RunData, bins: int) -> None:
     g = _eval_means(run, "return")
     if not g.empty:
         _draw_eval(ax, g)
+    reference = evals.pooled_mean(_reference_evals(run))
+    if reference is not None:
+        ax.axhline(reference, color="C1", ls="--", lw=1.4, label="π_p zero-shot (its evaluations, pooled)")
     if curve.empty and g.empty:
         ax.text(0.5, 0.5, "no finished episodes yet", transform=ax.transAxes, ha="center", va="center", color="0.4")
     ax.set_ylabel("episode return (raw score)", fontsize=11)
@@ -786,6 +830,14 @@ def _summary_rows(s: dict) -> list[tuple[str, str]]:
     auc = _fmt_num(s.get("auc"))
     if s.get("auc") is not None:
         auc += f"  ({s.get('auc_bins')}/{AUC_BINS} bins)"
+    flights = " (incl. π_p's flights)" if s.get("training_includes_pretrained") else ""
+    learner = []
+    if s.get("evaluations"):
+        learner += [("eval AUC (learner's evaluations)", f"{_fmt_num(s.get('eval_auc'))}  ({s['evaluations']} evaluations)"),
+                    (f"eval, mean of the last {s.get('eval_last_k')} evaluations", _fmt_num(s.get("eval_last_mean")))]
+    if s.get("pretrained_eval_mean") is not None:
+        learner.append(("π_p zero-shot (same protocol)",
+                        f"{_fmt_num(s['pretrained_eval_mean'])}  ({s.get('pretrained_eval_episodes')} episodes)"))
     wall = s.get("wall_time_s")
     wall_s = "n/a" if wall is None else f"{wall:,.0f} s ({wall / 3600:.2f} h)"
     cmd = " / ".join(str(x) for x in (s.get("command"), s.get("mode")) if x is not None) or "n/a"
@@ -798,10 +850,11 @@ def _summary_rows(s: dict) -> list[tuple[str, str]]:
         ("status", str(s.get("status"))),
         ("env steps", steps),
         ("training episodes", _fmt_num(s.get("episodes"))),
-        (f"return, last {s.get('return_last_n')} episodes", last),
-        (f"best rolling mean ({s.get('return_last_n')} ep.)", _fmt_num(s.get("return_best_mean"))),
-        ("AUC (mean binned return)", auc),
+        (f"return, last {s.get('return_last_n')} episodes{flights}", last),
+        (f"best rolling mean ({s.get('return_last_n')} ep.){flights}", _fmt_num(s.get("return_best_mean"))),
+        (f"AUC (mean binned return){flights}", auc),
         ("eval return (last eval)", ev),
+        *learner,
         *_exploration_rows(s),
         ("mean env steps/s", _fmt_num(s.get("mean_sps"))),
         ("wall time", wall_s),

@@ -302,6 +302,8 @@ def evaluate(
     checkpoint: str | None = typer.Option(None, help="checkpoint folder or step (default: the newest complete one)"),
     epsilon: float | None = typer.Option(None, help="evaluation epsilon (default: the run's explore.eps_eval)"),
     seed: int = typer.Option(12345, help="seed of the evaluation environments"),
+    env: str | None = typer.Option(None, "--env", help="evaluate on another task with the same observation and "
+                                   "action spaces (e.g. a pre-trained policy's zero-shot score on a transfer task)"),
     video: bool = typer.Option(False, "--video", help="also record one episode as RUN/videos/<checkpoint>.gif"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     json_out: bool = typer.Option(False, "--json", help="print the result as JSON on stdout"),
@@ -311,7 +313,7 @@ def evaluate(
         from btcli.evaluate_cmd import evaluate_run
 
         result = evaluate_run(run_dir, episodes=episodes, checkpoint=checkpoint, epsilon=epsilon, seed=seed,
-                              video=video, device=device)
+                              video=video, device=device, env_id=env)
         if json_out:
             print(json.dumps(result, indent=2))
         else:

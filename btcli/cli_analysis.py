@@ -15,7 +15,13 @@ def compare(
     runs: list[str] = typer.Argument(..., metavar="RUN_OR_GLOB...",
                                      help="run directories, folders of runs, or quoted globs such as 'runs/*'"),
     by: str = typer.Option("mode", help="config key whose value makes the groups: mode, intrinsic.objective, agent.lr, ..."),
-    metric: str = typer.Option("final", help="final (mean of the last 100 training episodes) | auc | eval (last evaluation)"),
+    metric: str = typer.Option("eval-last", help="learner-only (greedy evaluations, no flights): eval-last (mean of the "
+                               "last --last-evals evaluations) | eval-auc (area under the evaluation curve) | eval "
+                               "(last evaluation); from training episodes (incl. π_p's flights in bt, bt+ft): final "
+                               "(last 100 episodes) | auc"),
+    last_evals: int = typer.Option(3, "--last-evals", help="evaluations averaged by --metric eval-last"),
+    reference: bool = typer.Option(True, "--reference/--no-reference",
+                                   help="add the π_p zero-shot group from the runs' evaluations of their frozen π_p"),
     out_dir: Path = typer.Option(Path("compare"), "--out", help="folder for the CSV, markdown and PNG files"),
     json_out: bool = typer.Option(False, "--json", help="print the result as JSON on stdout"),
     allow_mixed: bool = typer.Option(False, "--allow-mixed", help="allow different step budgets within a task"),
@@ -29,7 +35,7 @@ def compare(
         from btcli.compare import compare_runs, headline, render_tables, to_json, write_outputs
 
         result = compare_runs(runs, by=by, metric=metric, allow_unfinished=allow_unfinished,
-                              allow_mixed=allow_mixed, reps=reps)
+                              allow_mixed=allow_mixed, reps=reps, eval_last=last_evals, reference=reference)
         try:
             files = write_outputs(result, out_dir)
         except OSError as e:

@@ -1,7 +1,9 @@
 """Compare groups of runs across tasks with rliable-style aggregates (``btcli compare``).
 
 Runs are grouped by a config value (``--by``, a dotted key such as ``mode`` or ``agent.lr``)
-and aligned by task (``env.id``). Each run gives one score (``final``, ``auc`` or ``eval``);
+and aligned by task (``env.id``). Each run gives one score: learner-only (``eval-last``, the
+default, ``eval-auc``, ``eval``: the learner's greedy evaluations, no flights) or from its
+training episodes (``final``, ``auc``: in BT runs these include π_p's flights and say so);
 scores are put on a common scale per task (:func:`scale_scores`) and every group gets a
 ``[runs, tasks]`` matrix, from which :mod:`btcli.stats` computes the mean, median, IQM and
 optimality gap with stratified-bootstrap confidence intervals, the probability of improvement
@@ -26,11 +28,24 @@ from typing import Any
 
 import numpy as np
 
-from btcli import stats
-from btcli.analysis import RunData, RunDirError, find_run_dirs, load_run, summarize_run
+from btcli import evals, stats
+from btcli.analysis import (
+    EVAL_LAST,
+    FLIGHT_MODES,
+    RunData,
+    RunDirError,
+    _reference_evals,
+    find_run_dirs,
+    load_run,
+    summarize_run,
+)
 from btcli.errors import BtcliError
 
-METRICS = ("final", "auc", "eval")
+METRICS = ("eval-last", "eval-auc", "eval", "final", "auc")
+DEFAULT_METRIC = "eval-last"
+EVAL_METRICS = ("eval-last", "eval-auc", "eval")  # the learner's own greedy policy: no flights
+# the group of π_p zero-shot scores that compare adds beside the transfer runs that used π_p
+REFERENCE = "π_p zero-shot"
 AGGREGATES = ("median", "iqm", "mean", "optimality_gap")
 AGGREGATE_TITLES = {"median": "Median", "iqm": "IQM", "mean": "Mean", "optimality_gap": "Optimality gap"}
 FINAL_WINDOW = 100
@@ -38,12 +53,20 @@ PROFILE_POINTS = 101
 DEFAULT_REPS = 2000
 
 # summarize_run's key for each metric, and what it is called in messages.
-_METRIC_KEYS = {"final": "return_last_mean", "auc": "auc", "eval": "eval_return_mean"}
+_METRIC_KEYS = {"final": "return_last_mean", "auc": "auc", "eval": "eval_return_mean",
+                "eval-last": "eval_last_mean", "eval-auc": "eval_auc"}
 _METRIC_WORDS = {
     "final": f"mean return of the last {FINAL_WINDOW} training episodes",
     "auc": "area under the binned learning curve (mean return over 20 step bins of the budget)",
-    "eval": "mean return of the last evaluation",
+    "eval": "the learner's greedy policy: mean return of the last evaluation",
+    "eval-last": "the learner's greedy policy: mean of its last {k} evaluations' mean returns",
+    "eval-auc": "the learner's greedy policy: area under its evaluation curve, normalised to a mean return "
+                "(each evaluation's mean weighted by the steps since the one before)",
 }
+_FLIGHTS_WORDS = "; in bt and bt+ft runs these episodes include π_p's flights (what the agent experienced, not what the learner learned)"
+_REFERENCE_WORDS = ("π_p zero-shot: the frozen pre-trained policy evaluated by the transfer runs beside their "
+                    "learner (same episodes and epsilon), every episode of one π_p on one task pooled; one score "
+                    "per pre-trained checkpoint and task, whatever the metric")
 _SCALE_WORDS = {
     "human": "human-normalised ((score - random) / (human - random), published scores)",
     "minmax": "min-max normalised over all runs of the task (0 = worst run, 1 = best run)",
@@ -128,6 +151,19 @@ class Comparison:
     level: float
     runs: dict[Path, RunData] = field(repr=False)
     notes: list[str] = field(default_factory=list)
+    eval_last: int = EVAL_LAST
+    includes_flights: bool = False  # a training-episode metric over runs with π_p's flights
+
+    @property
+    def metric_definition(self) -> str:
+        words = _METRIC_WORDS[self.metric].format(k=self.eval_last)
+        return words + (_FLIGHTS_WORDS if self.includes_flights else "")
+
+    @property
+    def metric_label(self) -> str:
+        """The metric's name as the tables print it; says so when it counts π_p's steps."""
+        name = f"{self.metric} (k={self.eval_last})" if self.metric == "eval-last" else self.metric
+        return name + (" [training episodes, incl. π_p's flights]" if self.includes_flights else "")
 
     @property
     def scale_label(self) -> str:
@@ -211,22 +247,26 @@ def _names(paths: list[Path], limit: int = 3) -> str:
 
 
 def load_scores(
-    dirs: list[Path], *, by: str, metric: str, allow_unfinished: bool = False, allow_mixed: bool = False
+    dirs: list[Path], *, by: str, metric: str, allow_unfinished: bool = False, allow_mixed: bool = False,
+    eval_last: int = EVAL_LAST,
 ) -> tuple[list[RunScore], dict[Path, RunData], list[str]]:
     """Load every run, check the input is unambiguous, and score each run with ``metric``."""
     if metric not in METRICS:
         raise CompareError(f"unknown --metric '{metric}'; choose one of: {', '.join(METRICS)}")
+    if eval_last < 1:
+        raise CompareError(f"--last-evals must be >= 1, got {eval_last}")
     notes: list[str] = []
     scores: list[RunScore] = []
     loaded: dict[Path, RunData] = {}
     unfinished: list[Path] = []
     no_value: list[tuple[Path, str]] = []
+    short: list[Path] = []  # eval-last over fewer evaluations than asked
     for path in dirs:
         try:
             run = load_run(path)
         except RunDirError as e:
             raise CompareError(str(e)) from None
-        summary = summarize_run(run, window=FINAL_WINDOW)
+        summary = summarize_run(run, window=FINAL_WINDOW, eval_last=eval_last)
         try:
             group = _label(config_value(run.config, by))
         except KeyError:
@@ -246,6 +286,8 @@ def load_scores(
             no_value.append((path, summary["status"]))
             continue
         loaded[path] = run
+        if metric == "eval-last" and summary["eval_last_k"] < eval_last:
+            short.append(path)
         scores.append(RunScore(path, group, task, summary.get("seed"), summary["status"],
                                summary.get("steps_budget"), float(value)))
     if unfinished and not allow_unfinished:
@@ -258,7 +300,7 @@ def load_scores(
     if no_value:
         finished = [p for p, status in no_value if status == "complete"]
         if finished or not allow_unfinished:
-            what = ("no evaluation episodes of their own; btcli evaluate's rows do not count" if metric == "eval"
+            what = ("no evaluation episodes of their own; btcli evaluate's rows do not count" if metric in EVAL_METRICS
                     else "no finished training episodes")
             bad = finished or [p for p, _ in no_value]
             raise CompareError(f"{len(bad)} run(s) have no '{metric}' score ({what}): {_names(bad)}; "
@@ -269,7 +311,41 @@ def load_scores(
         raise CompareError("no runs left to compare")
     if by != "steps":  # comparing budgets is the point of --by steps
         _check_budgets(scores, allow_mixed, notes)
+    if short:
+            notes.append(f"{len(short)} run(s) have fewer than {eval_last} evaluations; their eval-last averages "
+                         f"those they have: {_names(short)}")
     return scores, loaded, notes
+
+
+def reference_scores(scores: list[RunScore], loaded: dict[Path, RunData]) -> tuple[list[RunScore], list[str]]:
+    """The π_p zero-shot group: one score per (task, pre-trained checkpoint), the mean return of every
+    evaluation episode of that π_p logged by the runs on that task (π_p is frozen, so its evaluations
+    at different steps and in different runs all estimate one number). Left out, with a note, when
+    it is not on every task with the same number of checkpoints (a complete score matrix)."""
+    pooled: dict[tuple[str, str], list] = {}
+    where: dict[tuple[str, str], str] = {}
+    for s in scores:
+        run = loaded[s.path]
+        rows = _reference_evals(run)
+        facts = (run.config.get("provenance") or {}).get("pretrained") or {}
+        if rows.empty or not facts.get("sha256"):
+            continue
+        key = (s.task, str(facts["sha256"]))
+        pooled.setdefault(key, []).append(rows)
+        where.setdefault(key, str(facts.get("run") or s.path))
+    if not pooled:
+        return [], []
+    tasks = sorted({s.task for s in scores})
+    per_task = {t: sum(1 for (task, _) in pooled if task == t) for t in tasks}
+    if len(set(per_task.values())) != 1 or 0 in per_task.values():
+        listed = ", ".join(f"{n} on {t}" for t, n in per_task.items())
+        return [], [f"{REFERENCE} left out: its pre-trained checkpoints are not on every task alike ({listed})"]
+    import pandas as pd
+
+    out = [RunScore(Path(where[key]), REFERENCE, key[0], key[1][:12], "complete", None,
+                    float(evals.pooled_mean(pd.concat(frames))))
+           for key, frames in sorted(pooled.items())]
+    return out, [_REFERENCE_WORDS]
 
 
 def _check_budgets(scores: list[RunScore], allow_mixed: bool, notes: list[str]) -> None:
@@ -356,22 +432,36 @@ def compare_runs(
     patterns: list[str],
     *,
     by: str = "mode",
-    metric: str = "final",
+    metric: str = DEFAULT_METRIC,
     allow_unfinished: bool = False,
     allow_mixed: bool = False,
     reps: int = DEFAULT_REPS,
     level: float = 0.95,
     seed: int = 0,
+    eval_last: int = EVAL_LAST,
+    reference: bool = True,
 ) -> Comparison:
-    """Collect, check, score and aggregate the runs named by ``patterns``."""
+    """Collect, check, score and aggregate the runs named by ``patterns``; with ``reference``, add
+    the π_p zero-shot group (:func:`reference_scores`) when the runs evaluated their π_p."""
     if reps < 1:
         raise CompareError(f"--reps must be >= 1, got {reps}")
     dirs, notes = collect_run_dirs(patterns)
     if not dirs:
         raise CompareError(f"no btcli runs matched {' '.join(patterns)}")
     scores, loaded, more = load_scores(dirs, by=by, metric=metric, allow_unfinished=allow_unfinished,
-                                       allow_mixed=allow_mixed)
+                                       allow_mixed=allow_mixed, eval_last=eval_last)
     notes += more
+    includes_flights = metric not in EVAL_METRICS and any(
+        loaded[s.path].config.get("mode") in FLIGHT_MODES for s in scores)
+    if includes_flights:
+        notes.append(f"metric {metric} counts training episodes, and those of bt and bt+ft include π_p's flights; "
+                     "for what the learner itself learned use --metric eval-last or eval-auc")
+    if reference:
+        refs, more = reference_scores(scores, loaded)
+        if refs and any(s.group == REFERENCE for s in scores):
+            raise CompareError(f"a group of runs is already named '{REFERENCE}'; pass --no-reference")
+        scores += refs
+        notes += more
     groups = sorted({s.group for s in scores}, key=_sort_key)
     tasks = sorted({s.task for s in scores})
     scales, threshold, more = scale_scores(scores)
@@ -393,7 +483,7 @@ def compare_runs(
         notes.append(f"only one group ({by} = {groups[0]}): no probabilities of improvement")
     notes += sample_notes(scores)
     return Comparison(by, metric, groups, tasks, scales, threshold, scores, results, improvements, taus,
-                      profiles, reps, level, loaded, notes)
+                      profiles, reps, level, loaded, notes, eval_last=eval_last, includes_flights=includes_flights)
 
 
 def sample_notes(scores: list[RunScore]) -> list[str]:
@@ -441,7 +531,10 @@ def to_json(c: Comparison, files: dict[str, Path] | None = None) -> dict[str, An
     return {
         "by": c.by,
         "metric": c.metric,
-        "metric_definition": _METRIC_WORDS[c.metric],
+        "metric_definition": c.metric_definition,
+        "metric_includes_pretrained_flights": c.includes_flights,
+        "eval_last": c.eval_last if c.metric == "eval-last" else None,
+        "reference_group": REFERENCE if REFERENCE in c.groups else None,
         "runs": len(c.scores),
         "tasks": c.tasks,
         "groups": [
@@ -483,7 +576,7 @@ def headline(c: Comparison) -> str:
     short = {"human": "human-normalised", "minmax": "min-max normalised per task", "raw": "raw (one task)"}
     scale = " / ".join(short[k] for k in sorted(set(c.scales.values())))
     return (f"compared {len(c.scores)} runs in {len(c.groups)} group(s) by {c.by} on {len(c.tasks)} task(s); "
-            f"metric {c.metric}; scores {scale}")
+            f"metric {c.metric_label}; scores {scale}")
 
 
 def render_tables(c: Comparison) -> list:
@@ -491,7 +584,7 @@ def render_tables(c: Comparison) -> list:
     from rich.table import Table
 
     pct = f"{100 * c.level:g}%"
-    agg = Table(title=f"{c.metric} score by {c.by} ({c.scale_label}, {pct} stratified bootstrap CIs)",
+    agg = Table(title=f"{c.metric_label} score by {c.by} ({c.scale_label}, {pct} stratified bootstrap CIs)",
                 header_style="bold")
     agg.add_column(c.by, style="cyan")
     agg.add_column("runs", justify="right")
@@ -557,7 +650,7 @@ def markdown(c: Comparison, out_dir: Path) -> str:
     """The markdown report (images referenced relative to ``out_dir``)."""
     pct = f"{100 * c.level:g}%"
     lines = [f"# Comparison by `{c.by}`", "", headline(c) + ".", ""]
-    lines += [f"- metric `{c.metric}`: {_METRIC_WORDS[c.metric]}"]
+    lines += [f"- metric `{c.metric_label}`: {c.metric_definition}"]
     for task in c.tasks:
         lines.append(f"- {task}: {_SCALE_WORDS[c.scales[task]]}")
     gap = "1" if c.gap_threshold == 1.0 and "raw" not in c.scales.values() else f"{c.gap_threshold:g} (the best run)"

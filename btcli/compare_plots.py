@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from btcli.analysis import RunData, _episodes
-from btcli.compare import AGGREGATE_TITLES, AGGREGATES, Comparison
+from btcli import evals
+from btcli.analysis import RunData, _episodes, _training_evals
+from btcli.compare import AGGREGATE_TITLES, AGGREGATES, EVAL_METRICS, REFERENCE, Comparison
 
 CURVE_BINS = 40
 CURVE_REPS = 1000
@@ -56,6 +57,17 @@ def binned_returns(run: RunData, upper: float, bins: int = CURVE_BINS) -> np.nda
     return out
 
 
+def binned_evals(run: RunData, upper: float, bins: int = CURVE_BINS) -> np.ndarray:
+    """The learner's evaluation means placed in the step bins of :func:`binned_returns`; NaN elsewhere."""
+    out = np.full(bins, np.nan)
+    c = evals.curve(_training_evals(run))
+    if c.empty or upper <= 0:
+        return out
+    idx = np.clip(np.floor(c["step"].to_numpy(dtype=float) * bins / upper).astype(np.int64), 0, bins - 1)
+    out[idx] = c["mean"].to_numpy(dtype=float)  # one evaluation per bin at most, unless bins are finer than evaluations
+    return out
+
+
 def curve_band(curves: np.ndarray, level: float, reps: int = CURVE_REPS, seed: int = 0):
     """Mean over runs (rows) per bin and its percentile-bootstrap band, runs resampled; NaN-aware."""
     with warnings.catch_warnings():
@@ -81,7 +93,11 @@ def _x_range(runs: list[RunData], budgets: list[int | None]) -> float:
 
 
 def plot_learning_curves(c: Comparison, path: Path) -> Path:
-    """One panel per task: each group's mean training return (raw) against steps, with a 95% band."""
+    """One panel per task: each group's mean training return (raw) against steps, with a 95% band;
+    for the learner-only metrics, the learners' evaluations instead. The π_p zero-shot group is a
+    horizontal line at the mean of its scores."""
+    eval_based = c.metric in EVAL_METRICS
+    per_run = binned_evals if eval_based else binned_returns
     n = len(c.tasks)
     cols = min(3, n)
     rows = math.ceil(n / cols)
@@ -89,21 +105,26 @@ def plot_learning_curves(c: Comparison, path: Path) -> Path:
     colours = _colours(c)
     for k, task in enumerate(c.tasks):
         ax = fig.add_subplot(rows, cols, k + 1)
-        runs = [s for s in c.scores if s.task == task]
+        runs = [s for s in c.scores if s.task == task and s.group != REFERENCE]
         upper = _x_range([c.runs[s.path] for s in runs], [s.budget for s in runs])
         centres = (np.arange(CURVE_BINS) + 0.5) * upper / CURVE_BINS
         for g in c.groups:
+            if g == REFERENCE:
+                ref = [s.score for s in c.scores if s.task == task and s.group == g]
+                ax.axhline(float(np.mean(ref)), color=colours[g], ls="--", lw=1.4, label=f"{g} ({len(ref)})")
+                continue
             members = [s for s in runs if s.group == g]
             if not members:
                 continue
-            curves = np.stack([binned_returns(c.runs[s.path], upper) for s in members])
+            curves = np.stack([per_run(c.runs[s.path], upper) for s in members])
             mean, lo, hi = curve_band(curves, c.level)
             ok = np.isfinite(mean)
-            ax.plot(centres[ok], mean[ok], color=colours[g], lw=1.6, label=f"{g} ({len(members)})")
+            ax.plot(centres[ok], mean[ok], color=colours[g], lw=1.6, label=f"{g} ({len(members)})",
+                    marker="o" if eval_based else None, ms=3)
             ax.fill_between(centres[ok], lo[ok], hi[ok], color=colours[g], alpha=0.2, lw=0)
         ax.set_title(task, fontsize=10)
         ax.set_xlabel("environment steps", fontsize=9)
-        ax.set_ylabel("training return (raw)", fontsize=9)
+        ax.set_ylabel("learner's greedy evaluation (raw)" if eval_based else "training return (raw)", fontsize=9)
         ax.tick_params(labelsize=8)
         ax.grid(True, alpha=0.3)
         if k == 0:

@@ -112,6 +112,14 @@ class TransferConfig:
                                  "learns its value (exploitation through π_p, the paper's v1)")
     ft_layers: str = _f("all", "ft, bt+ft: copy 'all' pre-trained weights, or the 'torso' only with a fresh Q head")
     freeze: str = _f("none", "ft, bt+ft: weights kept frozen while training: 'none' or 'torso'")
+    eval_pretrained: str = _f("every", "ft, bt, bt+ft: also evaluate the frozen π_p on this task, same episodes and "
+                              "epsilon as the learner (its zero-shot reference; eval.csv rows with policy "
+                              "'pretrained'): at 'every' evaluation, at the 'final' one only, or 'none'")
+    kickstart: float = _f(0.0, "ft, bt, bt+ft: initial weight of a large-margin loss pulling the learner's greedy "
+                          "action toward π_p's on replayed states (DQfD's margin loss; 0: off), decayed "
+                          "linearly to 0 over kickstart_steps")
+    kickstart_steps: int = _f(40_000, "environment steps over which the kickstart weight decays to 0")
+    kickstart_margin: float = _f(0.05, "margin of the kickstart loss: Q of π_p's action must exceed the others by it")
     ft_zero_values: bool = _f(True, "ft, bt+ft: start fine-tuning with state values of 0, not on the pre-training "
                               "reward's scale: the copied head keeps only its differences between actions "
                               "(Q - mean over actions), a fresh head (ft_layers=torso) starts at Q = 0")
@@ -152,6 +160,7 @@ class RunConfig:
             "transfer.flight_start": (self.transfer.flight_start, ("explore", "fixed")),
             "transfer.ft_layers": (self.transfer.ft_layers, ("all", "torso")),
             "transfer.freeze": (self.transfer.freeze, ("none", "torso")),
+            "transfer.eval_pretrained": (self.transfer.eval_pretrained, ("every", "final", "none")),
             "intrinsic.objective": (self.intrinsic.objective, ("none", *OBJECTIVES)),
         }
         for key, (value, allowed) in choices.items():
@@ -212,6 +221,11 @@ class RunConfig:
                 raise ConfigError(f"config key '{key}' must be in [0, 1], got {value}")
         if t.flight_mu <= 1.0:
             raise ConfigError(f"config key 'transfer.flight_mu' must be > 1 (the zeta law needs it), got {t.flight_mu}")
+        if t.kickstart < 0 or t.kickstart_margin < 0 or t.kickstart_steps < 0:
+            raise ConfigError("config keys 'transfer.kickstart', 'transfer.kickstart_margin' and "
+                              "'transfer.kickstart_steps' must be >= 0")
+        if t.kickstart > 0 and self.mode not in PRETRAINED_MODES:
+            raise ConfigError(f"transfer.kickstart needs a pre-trained policy: modes ft, bt or bt+ft, not '{self.mode}'")
         if t.flight_cap < 1:
             raise ConfigError(f"config key 'transfer.flight_cap' must be >= 1, got {t.flight_cap}")
         if self.command == "pretrain" and self.mode != "scratch":

@@ -11,7 +11,7 @@ import numpy as np
 from btcli.agent.networks import build_q_network
 from btcli.behaviour import handing_off
 from btcli.config import from_dict
-from btcli.envs import make_vec_env
+from btcli.envs import make_vec_env, resolve_env_id
 from btcli.errors import BtcliError
 from btcli.evaluation import evaluate, greedy_actor
 from btcli.loop import checkpoint_identity
@@ -38,8 +38,12 @@ def find_checkpoint(run: RunDir, which: str | None) -> Path:
 
 
 def evaluate_run(run_dir: Path, *, episodes: int, checkpoint: str | None, epsilon: float | None, seed: int,
-                 video: bool, device: str) -> dict[str, Any]:
-    """Evaluate a checkpoint of a run; append rows to RUN/eval.csv and return the figures."""
+                 video: bool, device: str, env_id: str | None = None) -> dict[str, Any]:
+    """Evaluate a checkpoint of a run; append rows to RUN/eval.csv and return the figures.
+
+    ``env_id`` evaluates the policy on another task with the same observation and action spaces
+    (e.g. a pre-trained policy's zero-shot score on a transfer task); its rows name that task.
+    """
     if episodes <= 0:
         raise BtcliError(f"--episodes must be positive, got {episodes}")
     if epsilon is not None and not 0.0 <= epsilon <= 1.0:
@@ -50,12 +54,25 @@ def evaluate_run(run_dir: Path, *, episodes: int, checkpoint: str | None, epsilo
     configure_torch(cfg.threads)
     path = find_checkpoint(run, checkpoint)
     state = load_checkpoint(path, map_location=str(dev))
-    env = make_vec_env(replace(cfg.env, num_envs=min(cfg.env.num_envs, episodes)), seed=seed)
-    ident = checkpoint_identity(cfg, env)
+    if env_id is not None:
+        try:
+            env_id = resolve_env_id(env_id)
+        except ValueError as e:
+            raise BtcliError(str(e)) from None
+    env_cfg = replace(cfg.env, id=env_id or cfg.env.id, num_envs=min(cfg.env.num_envs, episodes))
+    try:
+        env = make_vec_env(env_cfg, seed=seed)
+    except ValueError as e:
+        raise BtcliError(f"--env {env_cfg.id}: {e}") from None
+    ident = checkpoint_identity(replace(cfg, env=env_cfg), env)
     for key, value in ident.items():
+        if key == "env_id" and env_id is not None:
+            continue  # another task on purpose; its spaces are checked below
         if state.get(key) != value:
+            env.close()
+            where = f"{env_cfg.id} has" if env_id is not None else "the evaluation env has"
             raise BtcliError(f"checkpoint '{path}' was trained with {key}={state.get(key)!r}, "
-                             f"but the evaluation env has {value!r}; it cannot be evaluated here")
+                             f"but {where} {value!r}; it cannot be evaluated there")
     a = cfg.agent
     extra = int(cfg.transfer.pretrained_action)
     net = build_q_network(env.obs_shape, env.num_actions + extra, torso=a.torso, hidden=a.hidden, dueling=a.dueling)
@@ -71,11 +88,12 @@ def evaluate_run(run_dir: Path, *, episodes: int, checkpoint: str | None, epsilo
     env.close()
     step = int(state["step"])
     log = CsvLog(run.eval_path, EVAL_COLUMNS, hint="evaluate needs write access to the run directory")
-    log.write([[step, k, r.ret, r.length, eps, path.name, r.coverage] for k, r in enumerate(results)])
+    log.write([[step, k, r.ret, r.length, eps, path.name, r.coverage, "learner", env_cfg.id]
+               for k, r in enumerate(results)])
     log.close()
     returns = np.array([r.ret for r in results])
     result: dict[str, Any] = {
-        "run": str(run.path), "env_id": cfg.env.id, "checkpoint": path.name, "step": step,
+        "run": str(run.path), "env_id": env_cfg.id, "trained_on": cfg.env.id, "checkpoint": path.name, "step": step,
         "episodes": len(results), "epsilon": eps, "return_mean": float(returns.mean()),
         "return_std": float(returns.std()), "return_min": float(returns.min()), "return_max": float(returns.max()),
         "length_mean": float(np.mean([r.length for r in results])),
@@ -87,7 +105,7 @@ def evaluate_run(run_dir: Path, *, episodes: int, checkpoint: str | None, epsilo
         "coverages": [r.coverage for r in results] if results[0].coverage is not None else None,
     }
     if video:
-        result["video"] = str(record_video(run, path.name, cfg, act, eps, seed))
+        result["video"] = str(record_video(run, path.name, replace(cfg, env=env_cfg), act, eps, seed))
     return result
 
 

@@ -116,9 +116,11 @@ class Trainer:
         self.learner_actions = self.env.num_actions + int(cfg.transfer.pretrained_action)
         net = build_q_network(self.env.obs_shape, self.learner_actions, torso=a.torso, hidden=a.hidden,
                               dueling=a.dueling, channels_last=a.channels_last and self.device.type == "cpu")
+        kickstart = cfg.transfer.kickstart > 0
         self.learner = DQNLearner(net, lr=a.lr, adam_eps=a.adam_eps, double=a.double,
                                   max_grad_norm=a.max_grad_norm, precision=a.precision, device=self.device,
-                                  cuda_graph=a.cuda_graph)
+                                  cuda_graph=a.cuda_graph,
+                                  demo_margin=cfg.transfer.kickstart_margin if kickstart else None)
         if self.device.type == "cuda":  # from pinned memory the copy is asynchronous; from pageable it syncs
             self._to_device = lambda x: torch.from_numpy(x).pin_memory().to(self.device, non_blocking=True)
         else:
@@ -126,7 +128,8 @@ class Trainer:
         self.replay = ReplayBuffer(a.buffer_size, cfg.env.num_envs, self.env.obs_shape, self.env.obs_dtype,
                                    frame_stack=self.env.frame_stack, n_step=a.n_step, gamma=a.gamma,
                                    seed=cfg.seed, num_actions=self.learner_actions)
-        self.pretrained, self.pretrained_act = None, None
+        self.pretrained, self.pretrained_net, self.pretrained_act = None, None, None
+        self.reference_evals: list[dict[str, Any]] = []  # π_p's zero-shot evaluations on this task
         if cfg.transfer.pretrained:
             self._use_pretrained(pretrained)
         flights = {"ez-greedy": "random", "bt": "pretrained", "bt+ft": "pretrained"}.get(cfg.mode, "none")
@@ -174,9 +177,9 @@ class Trainer:
                 zero_values(self.learner.online, cfg.transfer.ft_layers)
             self.learner.sync_target()
             freeze(self.learner.online, cfg.transfer.freeze)
-        if cfg.mode in ("bt", "bt+ft") or cfg.transfer.pretrained_action:
-            net = pretrained.network(self.env.obs_shape, self.env.num_actions, self.device)
-            self.pretrained_act = greedy_actor(net, self.device)
+        # π_p flies BT's flights, takes handed-off steps, is the kickstart's teacher and the zero-shot reference
+        self.pretrained_net = pretrained.network(self.env.obs_shape, self.env.num_actions, self.device)
+        self.pretrained_act = greedy_actor(self.pretrained_net, self.device)
         if not recorded:
             self.run.record_provenance("pretrained", pretrained.provenance())
         self.pretrained = pretrained
@@ -204,6 +207,7 @@ class Trainer:
             "visited": sorted(self.visited),
             "behaviour": _for_episodes(self.behaviour.state_dict(), continuing),
             "train_window": {"losses": [float(x) for x in self._losses], "qs": [float(x) for x in self._qs]},
+            "reference_evals": list(self.reference_evals),
             "episodes": episodes,
         }
 
@@ -254,6 +258,7 @@ class Trainer:
         self.rng.bit_generator.state = state["rng"]["numpy"]
         torch.set_rng_state(state["rng"]["torch"])
         self.recent_returns = list(state.get("recent_returns", []))
+        self.reference_evals = list(state.get("reference_evals", []))
         if state.get("replay") is not None:
             self.replay.load_state_dict(state["replay"])
         if self.intrinsic is not None:
@@ -384,7 +389,7 @@ class Trainer:
         while c.update_credit >= 1.0 and self.replay.can_sample(a.batch_size):
             c.update_credit -= 1.0
             batch = self._sample(a.batch_size)
-            loss, q = self.learner.update(*batch)
+            loss, q = self.learner.update(*batch, *self._kickstart(batch[0]))
             if self.intrinsic is not None:
                 self.intrinsic.learn(batch)
             self._losses.append(loss)  # tensors: no device sync per update
@@ -392,6 +397,23 @@ class Trainer:
         if c.env_steps >= c.next_target_sync:
             self.learner.sync_target()
             c.next_target_sync += a.target_update
+
+    def kickstart_weight(self) -> float:
+        """The kickstart loss weight now: ``transfer.kickstart`` decayed linearly to 0 over ``kickstart_steps``."""
+        t = self.cfg.transfer
+        return linear_schedule(t.kickstart, 0.0, t.kickstart_steps, self.counters.env_steps)
+
+    def _kickstart(self, obs: torch.Tensor) -> tuple:
+        """(π_p's greedy actions, weight) for a learner with a demo margin; () for the others."""
+        if self.learner.demo_margin is None:
+            return ()
+        weight = self.kickstart_weight()
+        if weight > 0.0:
+            with torch.no_grad():  # not inference_mode: the loss indexes with these actions under autograd
+                demo = self.pretrained_net(obs).argmax(dim=1)
+        else:  # after the decay π_p is not asked: weight 0 on any action
+            demo = torch.zeros(obs.shape[0], dtype=torch.int64, device=self.device)
+        return demo, torch.tensor(weight, device=self.device)
 
     def _start_coverage(self, ep_cells: list[set], envs) -> None:
         """Begin the coverage sets of new episodes with the cell (room) they start in."""
@@ -451,7 +473,8 @@ class Trainer:
         return to(b.obs), to(b.actions), to(b.returns), to(b.discounts), to(b.next_obs)
 
     def _evaluate(self, eval_log: CsvLog, progress: ProgressReporter, stop) -> bool:
-        """Evaluate the online network; False when a signal stopped it (nothing is written)."""
+        """Evaluate the online network (and π_p beside it, on the same episodes, when
+        ``transfer.eval_pretrained`` asks); False when a signal stopped it (nothing is written)."""
         cfg = self.cfg
         if self._eval_env is None:
             self._eval_env = make_vec_env(cfg.env, seed=cfg.seed + 1_000_003)
@@ -459,18 +482,39 @@ class Trainer:
         act = greedy_actor(self.learner.online, self.device)
         if cfg.transfer.pretrained_action:
             act = handing_off(act, self.pretrained_act, self.env.num_actions)
-        results = evaluate(act, self._eval_env, cfg.eval_episodes, cfg.explore.eps_eval,
-                           seed=cfg.seed + 1_000_003 + step, should_stop=stop)
-        if results is None:
-            return False
-        eval_log.write([[step, k, r.ret, r.length, cfg.explore.eps_eval, "", r.coverage]
-                        for k, r in enumerate(results)])
-        returns = [r.ret for r in results]
+        policies = {"learner": act}
+        when = cfg.transfer.eval_pretrained
+        if self.pretrained_act is not None and (when == "every" or (when == "final" and step >= cfg.steps)):
+            policies["pretrained"] = self.pretrained_act
+        results = {}
+        for name, policy in policies.items():
+            results[name] = evaluate(policy, self._eval_env, cfg.eval_episodes, cfg.explore.eps_eval,
+                                     seed=cfg.seed + 1_000_003 + step, should_stop=stop)
+            if results[name] is None:
+                return False
+        for name, rows in results.items():
+            eval_log.write([[step, k, r.ret, r.length, cfg.explore.eps_eval, "", r.coverage, name, cfg.env.id]
+                            for k, r in enumerate(rows)])
+        returns = [r.ret for r in results["learner"]]
         self.last_eval = {"step": step, "return_mean": float(np.mean(returns)),
                           "return_std": float(np.std(returns)), "episodes": len(returns)}
-        progress.message(f"eval at step {step}: return {np.mean(returns):.2f} ± {np.std(returns):.2f} "
-                         f"over {len(returns)} episodes")
+        line = f"eval at step {step}: return {np.mean(returns):.2f} ± {np.std(returns):.2f} over {len(returns)} episodes"
+        if "pretrained" in results:
+            ref = [r.ret for r in results["pretrained"]]
+            self.reference_evals.append({"step": step, "return_mean": float(np.mean(ref)), "episodes": len(ref)})
+            line += f" (π_p zero-shot {np.mean(ref):.2f})"
+        progress.message(line)
         return True
+
+    def _reference_summary(self) -> dict[str, Any] | None:
+        """π_p's zero-shot score on this task: every evaluation episode of it, pooled (it is frozen)."""
+        if not self.reference_evals:
+            return None
+        n = sum(e["episodes"] for e in self.reference_evals)
+        total = sum(e["return_mean"] * e["episodes"] for e in self.reference_evals)
+        last = self.reference_evals[-1]
+        return {"return_mean": total / n, "episodes": n, "evaluations": len(self.reference_evals),
+                "last_step": last["step"], "last_return_mean": last["return_mean"]}
 
     def _summary(self) -> dict[str, Any]:
         c = self.counters
@@ -491,6 +535,7 @@ class Trainer:
             "eval_return_mean": self.last_eval["return_mean"] if self.last_eval else None,
             "eval_return_std": self.last_eval["return_std"] if self.last_eval else None,
             "eval_episodes": self.last_eval["episodes"] if self.last_eval else 0,
+            "pretrained_eval": self._reference_summary(),
             "device": str(self.device),
             "objective": self.cfg.intrinsic.objective,
             "coverage_total": len(self.visited) if self._coverage_key is not None else None,

@@ -40,7 +40,9 @@ METRICS_COLUMNS = ["step", "episode", "env_index", "return", "length", "time", "
                    "share_learner", "share_pretrained", "share_random"]
 TRAIN_COLUMNS = ["step", "time", "sps", "epsilon", "loss", "q_mean", "updates", "replay_size",
                  "flight_prob", "flights", "flight_len_mean", "flight_len_max", "share_pretrained", "share_random"]
-EVAL_COLUMNS = ["step", "episode", "return", "length", "epsilon", "checkpoint", "coverage"]
+# policy: "learner" (the run's own network) or "pretrained" (the frozen π_p a transfer started from, its
+# zero-shot reference); env_id: the task evaluated on (`btcli evaluate --env` may name another one)
+EVAL_COLUMNS = ["step", "episode", "return", "length", "epsilon", "checkpoint", "coverage", "policy", "env_id"]
 
 
 class RunDirError(BtcliError):
@@ -130,13 +132,20 @@ def run_meta(argv: list[str]) -> dict[str, Any]:
 
 
 class CsvLog:
-    """An append-only CSV file with a fixed header; rows are flushed as they are written."""
+    """An append-only CSV file with a fixed header; rows are flushed as they are written.
+
+    A file written by an older btcli whose header is a prefix of ``columns`` (columns were only
+    ever added at the end) is first rewritten with the new header, its rows padded with empty
+    cells, so appended rows line up; any other header is refused.
+    """
 
     def __init__(self, path: Path, columns: list[str], hint: str = "choose a writable --out"):
         self.path = path
         self.columns = columns
         self.hint = hint
         new = not path.exists() or path.stat().st_size == 0
+        if not new:
+            _upgrade_header(path, columns)
         with disk_errors(str(path), hint):
             self._fh = open(path, "a", newline="")
             self._writer = csv.writer(self._fh)
@@ -151,6 +160,21 @@ class CsvLog:
 
     def close(self) -> None:
         self._fh.close()
+
+
+def _upgrade_header(path: Path, columns: list[str]) -> None:
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    header = rows[0] if rows else []
+    if header == columns:
+        return
+    if header != columns[: len(header)]:
+        raise RunDirError(f"'{path}' has the columns {header}, not those btcli writes ({columns}); "
+                          "it was not written by btcli or is damaged")
+    pad = [""] * (len(columns) - len(header))
+    buf = io.StringIO()
+    csv.writer(buf).writerows([columns, *(r + pad for r in rows[1:] if len(r) == len(header))])
+    atomic_write_text(path, buf.getvalue())
 
 
 def truncate_csv_after(path: Path, step: int) -> int:

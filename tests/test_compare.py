@@ -68,7 +68,7 @@ def two_groups(root, seeds=(0, 1, 2), tasks=(EMPTY, DOORKEY)):
 
 def test_groups_scores_and_iqm_match_trim_mean(tmp_path):
     truth = two_groups(tmp_path / "runs")
-    c = compare_runs([str(tmp_path / "runs")], reps=300)
+    c = compare_runs([str(tmp_path / "runs")], metric="final", reps=300)
     assert c.groups == ["bt", "scratch"] and c.tasks == sorted([EMPTY, DOORKEY])
     assert len(c.scores) == 12 and c.scales == {EMPTY: "minmax", DOORKEY: "minmax"}
     for s in c.scores:  # final = the last 100 episodes only (the 50 before return 0)
@@ -94,23 +94,23 @@ def test_groups_scores_and_iqm_match_trim_mean(tmp_path):
 
 def test_notes_say_when_intervals_rest_on_one_run_or_a_repeated_seed(tmp_path):
     two_groups(tmp_path / "runs")
-    assert not [n for n in compare_runs([str(tmp_path / "runs")], reps=50).notes if "seed" in n]
+    assert not [n for n in compare_runs([str(tmp_path / "runs")], metric="final", reps=50).notes if "seed" in n]
     two_groups(tmp_path / "one", seeds=(0,))
-    c = compare_runs([str(tmp_path / "one")], reps=50)
+    c = compare_runs([str(tmp_path / "one")], metric="final", reps=50)
     assert any(n.startswith("one run per task in group(s) bt, scratch: intervals of zero width") for n in c.notes)
     assert all(r.aggregates["iqm"].lo == r.aggregates["iqm"].hi for r in c.results)  # what the note warns of
     two_groups(tmp_path / "twice", seeds=(0, 1))
     for task in (EMPTY, DOORKEY):  # a copied run directory: the same seed counted twice
         shutil.copytree(tmp_path / "twice" / f"bt-{task}-s1", tmp_path / "twice" / f"bt-{task}-copy")
         shutil.copytree(tmp_path / "twice" / f"scratch-{task}-s1", tmp_path / "twice" / f"scratch-{task}-copy")
-    notes = compare_runs([str(tmp_path / "twice")], reps=50).notes
+    notes = compare_runs([str(tmp_path / "twice")], metric="final", reps=50).notes
     assert f"group bt, task {DOORKEY}: seed(s) 1 appear more than once; runs with the same seed are not " \
            "independent samples" in notes
 
 
 def test_probability_of_improvement_counts_pairs_per_task(tmp_path):
     truth = two_groups(tmp_path / "runs")
-    c = compare_runs([str(tmp_path / "runs")], reps=300)
+    c = compare_runs([str(tmp_path / "runs")], metric="final", reps=300)
     (p,) = c.improvements
     assert (p.x, p.y) == ("bt", "scratch")
     per_task = []
@@ -126,7 +126,7 @@ def test_single_task_keeps_raw_scores_and_metrics(tmp_path):
     root = tmp_path / "runs"
     for seed, (lr, final) in enumerate([(1e-4, 0.3), (1e-4, 0.5), (5e-4, 0.7), (5e-4, 0.9)]):
         write_run(root / f"r{seed}", seed=seed, lr=lr, final=final, early=0.1, eval_return=final / 2)
-    c = compare_runs([str(root)], by="agent.lr", reps=200)
+    c = compare_runs([str(root)], metric="final", by="agent.lr", reps=200)
     assert c.groups == ["0.0001", "0.0005"] and c.scales == {EMPTY: "raw"}
     assert [s.normalised for s in c.scores] == [s.score for s in c.scores]
     assert c.gap_threshold == pytest.approx(0.9)  # raw scale: the gap is measured below the best run
@@ -143,7 +143,7 @@ def test_atari_scores_are_human_normalised(tmp_path):
     for seed, final in enumerate([-20.0, -5.0]):
         for mode, shift in (("scratch", 0.0), ("bt", 3.0)):
             write_run(tmp_path / f"{mode}{seed}", env="ALE/Pong-v5", mode=mode, seed=seed, final=final + shift)
-    c = compare_runs([str(tmp_path)], reps=100)
+    c = compare_runs([str(tmp_path)], metric="final", reps=100)
     random, human = stats.ATARI_RANDOM_HUMAN["ALE/Pong-v5"]
     assert c.scales == {"ALE/Pong-v5": "human"} and c.gap_threshold == 1.0
     for s in c.scores:
@@ -152,7 +152,7 @@ def test_atari_scores_are_human_normalised(tmp_path):
 
 def test_profiles_are_fractions_above_tau(tmp_path):
     two_groups(tmp_path / "runs")
-    c = compare_runs([str(tmp_path / "runs")], reps=100)
+    c = compare_runs([str(tmp_path / "runs")], metric="final", reps=100)
     assert c.taus[0] == 0.0 and c.taus[-1] == pytest.approx(1.0)
     for g, p in c.profiles.items():
         norm = np.array([s.normalised for s in c.scores if s.group == g])
@@ -168,8 +168,8 @@ def test_refuses_unfinished_runs_unless_allowed(tmp_path):
     (tmp_path / "runs" / f"bt-{EMPTY}-s1" / "summary.json").unlink()
     with pytest.raises(CompareError, match=r"1 of 12 runs are unfinished \(no summary.json\): .*bt-.*-s1; "
                                            r"pass --allow-unfinished"):
-        compare_runs([str(tmp_path / "runs")], reps=10)
-    c = compare_runs([str(tmp_path / "runs")], reps=10, allow_unfinished=True)
+        compare_runs([str(tmp_path / "runs")], metric="final", reps=10)
+    c = compare_runs([str(tmp_path / "runs")], metric="final", reps=10, allow_unfinished=True)
     assert len(c.scores) == 12 and sum(s.status == "unfinished" for s in c.scores) == 1
     assert any("unfinished" in n for n in c.notes)
 
@@ -180,19 +180,19 @@ def test_refuses_mixed_budgets_unless_allowed(tmp_path):
     write_run(tmp_path / "c", seed=2, steps=2000, mode="bt")
     with pytest.raises(CompareError, match=rf"task {EMPTY} mixes step budgets 1000 \(2 runs\), 2000 \(1 run\); "
                                            "pass --allow-mixed"):
-        compare_runs([str(tmp_path)], reps=10)
+        compare_runs([str(tmp_path)], metric="final", reps=10)
     # allowed, the groups still need the same number of runs on every task: one task here
-    c = compare_runs([str(tmp_path)], reps=10, allow_mixed=True)
+    c = compare_runs([str(tmp_path)], metric="final", reps=10, allow_mixed=True)
     assert [r.runs for r in c.results] == [2, 1]
     # --by steps compares budgets on purpose
-    assert compare_runs([str(tmp_path)], by="steps", reps=10).groups == ["1000", "2000"]
+    assert compare_runs([str(tmp_path)], metric="final", by="steps", reps=10).groups == ["1000", "2000"]
 
 
 def test_refuses_a_task_missing_from_a_group(tmp_path):
     two_groups(tmp_path / "runs")
     write_run(tmp_path / "runs" / "extra", env="MiniGrid-FourRooms-v0", mode="scratch")
     with pytest.raises(CompareError, match="group 'bt' has no runs on task MiniGrid-FourRooms-v0; stratified"):
-        compare_runs([str(tmp_path / "runs")], reps=10)
+        compare_runs([str(tmp_path / "runs")], metric="final", reps=10)
 
 
 def test_refuses_uneven_runs_per_task(tmp_path):
@@ -200,7 +200,7 @@ def test_refuses_uneven_runs_per_task(tmp_path):
     write_run(tmp_path / "runs" / "extra", env=EMPTY, mode="bt", seed=9)
     with pytest.raises(CompareError, match=rf"group 'bt' has different numbers of runs per task \(3 on {DOORKEY}, "
                                            rf"4 on {EMPTY}\)"):
-        compare_runs([str(tmp_path / "runs")], reps=10)
+        compare_runs([str(tmp_path / "runs")], metric="final", reps=10)
 
 
 def test_eval_metric_uses_only_the_runs_own_evaluations(tmp_path):
@@ -224,12 +224,12 @@ def test_eval_metric_uses_only_the_runs_own_evaluations(tmp_path):
 def test_refuses_no_runs_unknown_key_and_missing_metric(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CompareError, match="no btcli runs matched"):
-        compare_runs([str(tmp_path / "empty"), str(tmp_path / "nothing-*")])
+        compare_runs([str(tmp_path / "empty"), str(tmp_path / "nothing-*")], metric="final")
     with pytest.raises(CompareError, match="does not exist"):
-        compare_runs([str(tmp_path / "missing")])
+        compare_runs([str(tmp_path / "missing")], metric="final")
     write_run(tmp_path / "a")
     with pytest.raises(CompareError, match="has no config key 'agent.width'"):
-        compare_runs([str(tmp_path / "a")], by="agent.width")
+        compare_runs([str(tmp_path / "a")], metric="final", by="agent.width")
     with pytest.raises(CompareError, match=r"1 run\(s\) have no 'eval' score \(no evaluation episodes of their own"):
         compare_runs([str(tmp_path / "a")], metric="eval")
     with pytest.raises(CompareError, match="unknown --metric 'best'"):
@@ -252,7 +252,7 @@ def test_globs_folders_and_files(tmp_path):
 
 def test_files_written(tmp_path):
     two_groups(tmp_path / "runs")
-    c = compare_runs([str(tmp_path / "runs")], reps=100)
+    c = compare_runs([str(tmp_path / "runs")], metric="final", reps=100)
     files = write_outputs(c, tmp_path / "out")
     names = {p.name for p in files.values()}
     assert names == {"aggregates.csv", "poi.csv", "scores.csv", "profiles.csv", "compare.md",
@@ -275,7 +275,7 @@ def test_files_written(tmp_path):
 
 def test_cli_json_and_table(tmp_path, btcli):
     two_groups(tmp_path / "runs")
-    proc = btcli("compare", str(tmp_path / "runs" / "*"), "--json", "--reps", "200", "--out", str(tmp_path / "o"))
+    proc = btcli("compare", "--metric", "final", str(tmp_path / "runs" / "*"), "--json", "--reps", "200", "--out", str(tmp_path / "o"))
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert data["runs"] == 12 and data["by"] == "mode" and data["metric"] == "final"
@@ -289,13 +289,13 @@ def test_cli_json_and_table(tmp_path, btcli):
     assert len(data["scores"]) == 12 and set(data["files"]) >= {"markdown", "intervals", "learning_curves"}
     assert "compared 12 runs in 2 group(s) by mode on 2 task(s)" in proc.stderr
 
-    table = btcli("compare", str(tmp_path / "runs"), "--reps", "100", "--out", str(tmp_path / "o2"))
+    table = btcli("compare", "--metric", "final", str(tmp_path / "runs"), "--reps", "100", "--out", str(tmp_path / "o2"))
     assert table.returncode == 0, table.stderr
     assert "compared 12 runs" in table.stdout and "IQM" in table.stdout and "P(X > Y)" in table.stdout
     assert (tmp_path / "o2" / "compare.md").exists()
 
     (tmp_path / "runs" / f"bt-{EMPTY}-s0" / "summary.json").unlink()
-    bad = btcli("compare", str(tmp_path / "runs"), "--out", str(tmp_path / "o3"))
+    bad = btcli("compare", "--metric", "final", str(tmp_path / "runs"), "--out", str(tmp_path / "o3"))
     lines = [line for line in bad.stderr.splitlines() if line.strip()]
     assert bad.returncode == 2 and len(lines) == 1 and lines[0].startswith("btcli: error: 1 of 12 runs are unfinished")
     assert not (tmp_path / "o3").exists()

@@ -320,3 +320,14 @@ def test_cuda_graph_update_matches_eager(precision):
     b = batch()
     assert close(eager.update(*b)[0], graphed.update(*b)[0])
     assert graphed._graph is not None
+
+
+def test_large_margin_loss_by_hand():
+    from btcli.agent.dqn import large_margin_loss
+
+    q = torch.tensor([[1.0, 0.5, 0.2], [0.0, 0.3, 0.1], [2.0, 2.0, 2.0]])
+    demo = torch.tensor([0, 0, 2])
+    # row 0: max(1, 0.5+0.1, 0.2+0.1) - 1 = 0 (a_d leads by more than the margin)
+    # row 1: max(0, 0.4, 0.2) - 0 = 0.4; row 2: max(2.1, 2.1, 2) - 2 = 0.1
+    loss = large_margin_loss(q, demo, 0.1)
+    torch.testing.assert_close(loss, torch.tensor([0.0, 0.4, 0.1]))

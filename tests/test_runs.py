@@ -107,3 +107,26 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch):
         atomic_write_text(path, "new")
     assert path.read_text() == "old"
     assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_csv_log_upgrades_an_older_header_and_refuses_a_foreign_one(tmp_path):
+    """An eval.csv from before the policy/env_id columns gets them (empty) before rows are appended."""
+    import csv
+
+    from btcli.runs import EVAL_COLUMNS, CsvLog, RunDirError
+
+    path = tmp_path / "eval.csv"
+    with open(path, "w", newline="") as fh:
+        csv.writer(fh).writerows([EVAL_COLUMNS[:7], [100, 0, 0.5, 9, 0.01, "", 3]])
+    log = CsvLog(path, EVAL_COLUMNS)
+    log.write([[200, 0, 1.0, 9, 0.01, "", 4, "pretrained", "MiniGrid-Empty-5x5-v0"]])
+    log.close()
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    assert rows == [EVAL_COLUMNS, ["100", "0", "0.5", "9", "0.01", "", "3", "", ""],
+                    ["200", "0", "1.0", "9", "0.01", "", "4", "pretrained", "MiniGrid-Empty-5x5-v0"]]
+    with open(path, "w", newline="") as fh:
+        csv.writer(fh).writerows([["a", "b"], [1, 2]])
+    with pytest.raises(RunDirError, match="not written by btcli"):
+        CsvLog(path, EVAL_COLUMNS)
+    assert path.read_text().startswith("a,b")  # refused, not rewritten

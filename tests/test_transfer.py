@@ -226,3 +226,91 @@ def test_pretrained_action_hands_steps_to_pi_and_is_learned(tmp_path, pretrained
     assert json.loads(proc.stdout)["episodes"] == 2
     with pytest.raises(ConfigError, match="pretrained_action needs a pre-trained policy"):
         build_config(BASE | {"transfer.pretrained_action": True})
+
+
+@pytest.mark.parametrize("mode", ["scratch", "ez-greedy", "ft", "bt", "bt+ft"])
+def test_zero_shot_reference_rows_exactly_for_modes_with_a_pretrained_policy(tmp_path, pretrained_run, mode):
+    """Every evaluation of a run with π_p also evaluates the frozen π_p on the same episodes; runs
+    without one write none. π_p never changes, so equal seeds give it equal returns."""
+    uses = mode in ("ft", "bt", "bt+ft")
+    trainer = make(tmp_path, mode, pretrained_run if uses else None, eval_every=400)
+    summary = trainer.train()
+    rows = pd.read_csv(trainer.run.eval_path)
+    assert set(rows["env_id"]) == {ENV}
+    learner, reference = rows[rows["policy"] == "learner"], rows[rows["policy"] == "pretrained"]
+    assert sorted(set(learner["step"])) == [400, 800, 1200] and len(learner) == 3 * 2
+    if not uses:
+        assert reference.empty and summary["pretrained_eval"] is None
+        return
+    assert list(reference["step"]) == list(learner["step"]) and list(reference["epsilon"]) == list(learner["epsilon"])
+    pi = trainer.pretrained_act
+    frozen = {k: v.clone() for k, v in trainer.pretrained_net.state_dict().items()}
+    from btcli.envs import make_vec_env
+    from btcli.evaluation import evaluate
+    env = make_vec_env(trainer.cfg.env, seed=0)
+    again = evaluate(pi, env, 2, trainer.cfg.explore.eps_eval, seed=trainer.cfg.seed + 1_000_003 + 800)
+    assert [r.ret for r in again] == list(reference[reference["step"] == 800]["return"])
+    assert all(torch.equal(v, frozen[k]) for k, v in trainer.pretrained_net.state_dict().items())
+    ref = summary["pretrained_eval"]
+    assert ref["episodes"] == 6 and ref["evaluations"] == 3
+    assert ref["return_mean"] == pytest.approx(reference["return"].mean())
+
+
+def test_eval_pretrained_final_and_none(tmp_path, pretrained_run):
+    final = make(tmp_path, "bt", pretrained_run, name="final", eval_every=400,
+                 **{"transfer.eval_pretrained": "final"})
+    final.train()
+    rows = pd.read_csv(final.run.eval_path)
+    assert list(rows[rows["policy"] == "pretrained"]["step"].unique()) == [1200]
+    none = make(tmp_path, "bt", pretrained_run, name="none", eval_every=400, **{"transfer.eval_pretrained": "none"})
+    assert none.train()["pretrained_eval"] is None
+    assert set(pd.read_csv(none.run.eval_path)["policy"]) == {"learner"}
+
+
+def test_kickstart_pulls_the_greedy_policy_toward_pi_and_decays(tmp_path, pretrained_run):
+    """With the margin loss a learner from random weights agrees with π_p on replayed states far more
+    often than the same run without it; the weight follows its linear decay to 0."""
+    def agreement(trainer):
+        b = trainer.replay.sample(256)
+        obs = torch.from_numpy(b.obs)
+        with torch.no_grad():
+            return float((trainer.learner.online(obs).argmax(1) == trainer.pretrained_net(obs).argmax(1)).float().mean())
+
+    plain = make(tmp_path, "bt", pretrained_run, name="plain")
+    plain.train()
+    kicked = make(tmp_path, "bt", pretrained_run, name="kicked", **{"transfer.kickstart": 5.0,
+                                                                   "transfer.kickstart_steps": 10_000,
+                                                                   "transfer.kickstart_margin": 0.5})
+    kicked.train()
+    assert agreement(kicked) > agreement(plain) + 0.2
+    assert kicked.kickstart_weight() == pytest.approx(5.0 * (1 - 1200 / 10_000), rel=1e-3)
+    kicked.counters.env_steps = 10_000
+    assert kicked.kickstart_weight() == 0.0
+    demo, weight = kicked._kickstart(torch.from_numpy(kicked.replay.sample(4).obs))
+    assert float(weight) == 0.0 and demo.shape == (4,)
+    assert plain._kickstart(torch.zeros(1)) == ()
+
+
+def test_kickstart_needs_a_pretrained_mode():
+    with pytest.raises(ConfigError, match="kickstart needs a pre-trained policy"):
+        build_config(BASE | {"mode": "scratch", "transfer.kickstart": 1.0})
+
+
+def test_evaluate_on_another_task_with_the_same_spaces(btcli, tmp_path, pretrained_run):
+    """`btcli evaluate RUN --env ID`: the pre-trained policy's score on another task, rows naming it;
+    a task with other observation spaces is refused in one line."""
+    run = tmp_path / "copy"
+    shutil.copytree(pretrained_run, run)
+    proc = btcli("evaluate", str(run), "--env", "MiniGrid-Empty-Random-5x5-v0", "--episodes", "3", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["env_id"] == "MiniGrid-Empty-Random-5x5-v0" and result["trained_on"] == ENV
+    rows = pd.read_csv(run / "eval.csv")
+    other = rows[rows["env_id"] == "MiniGrid-Empty-Random-5x5-v0"]
+    assert len(other) == 3 and list(other["return"]) == result["returns"]
+    from btcli.analysis import load_run, summarize_run
+    s = summarize_run(load_run(run))  # the other task's rows never enter the run's own figures
+    assert s["evaluations"] == 1 and s["eval_step"] == 1200
+    bad = btcli("evaluate", str(run), "--env", "MiniGrid-DoorKey-8x8-v0", "--episodes", "1")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+    assert "obs_shape" in bad.stderr and "MiniGrid-DoorKey-8x8-v0" in bad.stderr

@@ -35,6 +35,17 @@ def clip_grad_norm(params: list[nn.Parameter], max_norm: float) -> torch.Tensor:
     return norm
 
 
+def large_margin_loss(q: torch.Tensor, demo: torch.Tensor, margin: float) -> torch.Tensor:
+    """DQfD's supervised loss (Hester et al. 2018), per row: max_a [Q(s,a) + m·1(a ≠ a_d)] − Q(s, a_d).
+
+    Zero once the demonstrated action a_d leads every other action by at least the margin m;
+    otherwise it raises Q(s, a_d) and lowers the best rival. ``q: [B, A]``, ``demo: [B]``.
+    """
+    bonus = torch.full_like(q, margin)
+    bonus.scatter_(1, demo.unsqueeze(1), 0.0)
+    return (q + bonus).max(dim=1).values - q.gather(1, demo.unsqueeze(1)).squeeze(1)
+
+
 # eager updates before a CUDA graph is captured: capture needs autograd's and the optimizer's lazy state
 GRAPH_WARMUP_UPDATES = 3
 
@@ -49,7 +60,7 @@ class DQNLearner:
 
     def __init__(self, online: nn.Module, *, lr: float, adam_eps: float, double: bool = True,
                  max_grad_norm: float = 10.0, precision: str = "fp32", device: torch.device | str = "cpu",
-                 cuda_graph: bool = False):
+                 cuda_graph: bool = False, demo_margin: float | None = None):
         self.device = torch.device(device)
         self.online = online.to(self.device)
         self.target = copy.deepcopy(self.online).requires_grad_(False)
@@ -62,6 +73,8 @@ class DQNLearner:
         self.double = double
         self.max_grad_norm = max_grad_norm
         self.precision = precision
+        # with a margin, every update takes demonstrated actions and a weight for large_margin_loss
+        self.demo_margin = demo_margin
         self.updates = 0
         self._warmup_left = GRAPH_WARMUP_UPDATES  # eager updates still to run in this process before capture
         self._graph: torch.cuda.CUDAGraph | None = None
@@ -80,9 +93,18 @@ class DQNLearner:
         return self.online(obs).float()
 
     def update(self, obs: torch.Tensor, actions: torch.Tensor, returns: torch.Tensor,
-               discounts: torch.Tensor, next_obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One gradient step on a batch; returns (loss, mean Q of the taken actions) as 0-d tensors."""
+               discounts: torch.Tensor, next_obs: torch.Tensor, demo: torch.Tensor | None = None,
+               demo_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One gradient step on a batch; returns (TD loss, mean Q of the taken actions) as 0-d tensors.
+
+        A learner built with ``demo_margin`` also needs ``demo`` (an action per row) and
+        ``demo_weight`` (a 0-d tensor w): the loss is TD + w · mean large_margin_loss.
+        """
         batch = (obs, actions, returns, discounts, next_obs)
+        if self.demo_margin is not None:
+            if demo is None or demo_weight is None:
+                raise ValueError("this learner has a demo margin: every update needs demo and demo_weight")
+            batch += (demo, demo_weight)
         self.updates += 1
         if not self.cuda_graph:
             return self._step(*batch)
@@ -112,7 +134,8 @@ class DQNLearner:
             self._graph_outputs = self._step(*self._graph_inputs)
 
     def _step(self, obs: torch.Tensor, actions: torch.Tensor, returns: torch.Tensor,
-              discounts: torch.Tensor, next_obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+              discounts: torch.Tensor, next_obs: torch.Tensor, demo: torch.Tensor | None = None,
+              demo_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         # the parameter-free input transform (frames to floats, grids to cell codes) is shared by
         # the target and the online network's forwards of next_obs; grids encode obs with it
         together = self.online.torso.encode_together
@@ -128,15 +151,19 @@ class DQNLearner:
         if not together:
             x = self.online.encode(obs)
         with self._autocast():
-            q = self.online.q_from_encoded(x).float().gather(1, actions.unsqueeze(1)).squeeze(1)
-        loss = F.smooth_l1_loss(q, target)
+            q_all = self.online.q_from_encoded(x).float()
+        q = q_all.gather(1, actions.unsqueeze(1)).squeeze(1)
+        td_loss = F.smooth_l1_loss(q, target)
+        loss = td_loss
+        if demo is not None:
+            loss = td_loss + demo_weight * large_margin_loss(q_all, demo, self.demo_margin).mean()
         for p in self._params:  # what zero_grad(set_to_none=True) does, without its ~0.1 ms of profiler hooks
             p.grad = None
         loss.backward()
         if self.max_grad_norm > 0:
             clip_grad_norm(self._params, self.max_grad_norm)
         self.optimizer.step()
-        return loss.detach(), q.detach().mean()
+        return td_loss.detach(), q.detach().mean()
 
     def sync_target(self) -> None:
         """Copy the online weights into the target network."""
