@@ -227,6 +227,24 @@ def config_value(config: dict, key: str) -> Any:
     return node
 
 
+def group_label(config: dict, by: str, path: Path) -> str:
+    """The group of a run: the value of the ``by`` key, or of several keys joined by commas
+    (``mode,steps`` gives ``scratch/160000``)."""
+    values = []
+    for key in (k.strip() for k in by.split(",")):
+        try:
+            value = config_value(config, key)
+            if key == "tag" and not value:  # an untagged run is known by its mode
+                value = config_value(config, "mode")
+            values.append(_label(value))
+        except KeyError:
+            raise CompareError(
+                f"run '{path}' has no config key '{key}'; --by takes keys of the runs' config.yaml, joined by "
+                "commas (e.g. mode, intrinsic.objective, agent.lr, tag, mode,steps)"
+            ) from None
+    return "/".join(values)
+
+
 def _label(value: Any) -> str:
     if isinstance(value, float):
         return format(value, "g")
@@ -267,13 +285,7 @@ def load_scores(
         except RunDirError as e:
             raise CompareError(str(e)) from None
         summary = summarize_run(run, window=FINAL_WINDOW, eval_last=eval_last)
-        try:
-            group = _label(config_value(run.config, by))
-        except KeyError:
-            raise CompareError(
-                f"run '{path}' has no config key '{by}'; --by takes a key of the runs' config.yaml "
-                "(e.g. mode, intrinsic.objective, agent.lr)"
-            ) from None
+        group = group_label(run.config, by, path)
         task = summary.get("env_id")
         if not task:
             raise CompareError(f"run '{path}' names no environment (env.id) in its config.yaml")
@@ -309,7 +321,7 @@ def load_scores(
                      f"{_names([p for p, _ in no_value])}")
     if not scores:
         raise CompareError("no runs left to compare")
-    if by != "steps":  # comparing budgets is the point of --by steps
+    if "steps" not in (k.strip() for k in by.split(",")):  # comparing budgets is the point of --by steps
         _check_budgets(scores, allow_mixed, notes)
     if short:
             notes.append(f"{len(short)} run(s) have fewer than {eval_last} evaluations; their eval-last averages "

@@ -102,6 +102,8 @@ class TransferConfig:
 
     pretrained: str = _f("", "pre-trained run directory (or one of its checkpoints/step_* folders); modes ft, bt, bt+ft")
     allow_other_env: bool = _f(False, "accept a pre-trained run from another env id with the same observation and action spaces")
+    flights: str = _f("auto", "who flies: 'auto' (the mode's: ez-greedy random, bt and bt+ft π_p, others none), or "
+                      "'random' / 'none' (e.g. ft with ez-greedy's random flights: FT under BT's exploration schedule)")
     flight_start: str = _f("explore", "'explore': each epsilon step starts a flight, greedy between flights "
                            "(εz-greedy); 'fixed': flights start with probability flight_prob, epsilon-greedy between")
     flight_prob: float = _f(0.05, "probability that a flight starts at a step outside one (flight_start=fixed)")
@@ -130,6 +132,7 @@ class RunConfig:
     """One training run: what `btcli transfer` (and later `pretrain`) resolves its options into."""
 
     command: str = _f("transfer", "the subcommand that made this run")
+    tag: str = _f("", "free-form label of the run (btcli compare --by tag groups by it; sweeps set it per arm)")
     mode: str = _f("scratch", "transfer mode: scratch, ez-greedy, ft, bt or bt+ft (pretrain runs: scratch)")
     steps: int = _f(100_000, "environment steps to train for (summed over all copies)")
     seed: int = _f(0, "seed of networks, exploration and environments")
@@ -161,6 +164,7 @@ class RunConfig:
             "transfer.ft_layers": (self.transfer.ft_layers, ("all", "torso")),
             "transfer.freeze": (self.transfer.freeze, ("none", "torso")),
             "transfer.eval_pretrained": (self.transfer.eval_pretrained, ("every", "final", "none")),
+            "transfer.flights": (self.transfer.flights, ("auto", "random", "none")),
             "intrinsic.objective": (self.intrinsic.objective, ("none", *OBJECTIVES)),
         }
         for key, (value, allowed) in choices.items():

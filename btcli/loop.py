@@ -17,7 +17,15 @@ import torch
 from btcli.agent.dqn import DQNLearner
 from btcli.agent.networks import build_q_network
 from btcli.agent.replay import ReplayBuffer
-from btcli.behaviour import PRETRAINED, RANDOM, FlightBehaviour, FlightSpec, handing_off, linear_schedule
+from btcli.behaviour import (
+    PRETRAINED,
+    RANDOM,
+    FlightBehaviour,
+    FlightSpec,
+    flight_source,
+    handing_off,
+    linear_schedule,
+)
 from btcli.config import RunConfig, to_dict
 from btcli.envs import make_vec_env
 from btcli.envs.base import coverage_key
@@ -132,8 +140,8 @@ class Trainer:
         self.reference_evals: list[dict[str, Any]] = []  # π_p's zero-shot evaluations on this task
         if cfg.transfer.pretrained:
             self._use_pretrained(pretrained)
-        flights = {"ez-greedy": "random", "bt": "pretrained", "bt+ft": "pretrained"}.get(cfg.mode, "none")
         t = cfg.transfer
+        flights = flight_source(cfg.mode, t.flights)
         self.behaviour = FlightBehaviour(
             FlightSpec(source=flights, start=t.flight_start, prob=t.flight_prob, mu=t.flight_mu, cap=t.flight_cap,
                        random_share=t.random_flight_share),

@@ -105,3 +105,17 @@ def test_summary_and_compare_use_learner_metrics_and_the_zero_shot_reference(tmp
     final = compare_runs([str(root)], metric="final", reps=50)
     assert final.includes_flights and "incl. π_p's flights" in final.metric_label
     assert any("include π_p's flights" in n for n in final.notes)
+
+
+def test_groups_by_several_keys_and_by_tag(tmp_path):
+    from pathlib import Path
+
+    from btcli.compare import CompareError, group_label
+
+    cfg = {"mode": "scratch", "steps": 160000, "tag": "", "agent": {"lr": 1e-4}}
+    assert group_label(cfg, "mode,steps", Path("r")) == "scratch/160000"
+    assert group_label(cfg, "tag", Path("r")) == "scratch"  # untagged: its mode
+    assert group_label(cfg | {"tag": "scratch+pt-budget"}, "tag", Path("r")) == "scratch+pt-budget"
+    assert group_label(cfg, "mode, agent.lr", Path("r")) == "scratch/0.0001"
+    with pytest.raises(CompareError, match="no config key 'agent.width'"):
+        group_label(cfg, "mode,agent.width", Path("r"))

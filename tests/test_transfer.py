@@ -314,3 +314,13 @@ def test_evaluate_on_another_task_with_the_same_spaces(btcli, tmp_path, pretrain
     bad = btcli("evaluate", str(run), "--env", "MiniGrid-DoorKey-8x8-v0", "--episodes", "1")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
     assert "obs_shape" in bad.stderr and "MiniGrid-DoorKey-8x8-v0" in bad.stderr
+
+
+def test_ft_with_random_flights_explores_as_ez_greedy(tmp_path, pretrained_run):
+    """transfer.flights=random gives FT BT's exploration schedule with random-action flights: the
+    control that separates π_p's flights from temporally extended exploration as such."""
+    trainer = make(tmp_path, "ft", pretrained_run, **{"transfer.flights": "random"})
+    assert trainer.behaviour.spec.source == "random"
+    summary = trainer.train()
+    assert summary["flights"] > 0 and summary["behaviour_share"]["pretrained"] == 0.0
+    assert make(tmp_path, "ft", pretrained_run, name="plain").behaviour.spec.source == "none"
