@@ -597,3 +597,28 @@ def test_runs_table_adds_coverage_and_pretrained_share_columns(tmp_path):
     console.print(table)
     out = console.export_text()
     assert "0.47" in out and "n/a" in out  # bt's share; the old run has neither figure
+
+
+def test_report_draws_the_zero_shot_reference_and_names_flights(tmp_path):
+    """A bt run that evaluated π_p: its pooled zero-shot mean is a dashed line on the returns panel
+    and a row; the training rows say they include π_p's flights."""
+    from btcli.analysis import learning_figure
+
+    evals = pd.DataFrame({"step": [50, 50, 50, 100, 100, 100], "episode": [0, 1, 0, 0, 1, 0],
+                          "return": [0.2, 0.4, 0.9, 0.6, 0.8, 0.5], "length": 9, "epsilon": 0.01,
+                          "checkpoint": "", "coverage": 4,
+                          "policy": ["learner", "learner", "pretrained", "learner", "learner", "pretrained"],
+                          "env_id": "MiniGrid-Empty-5x5-v0"})
+    run = load_run(make_run(tmp_path / "bt", metrics=bt_metrics(), evals=evals, config=bt_config()))
+    s = summarize_run(run, eval_last=1)
+    assert s["pretrained_eval_mean"] == pytest.approx(0.7) and s["pretrained_eval_episodes"] == 2
+    assert s["eval_return_mean"] == pytest.approx(0.7) and s["eval_last_mean"] == pytest.approx(0.7)
+    assert s["eval_auc"] == pytest.approx((0.3 * 50 + 0.7 * 50) / 100)
+    rows = rows_of(s)
+    assert rows["π_p zero-shot (same protocol)"].startswith("0.7")
+    assert any("incl. π_p's flights" in label for label in rows)
+    top = learning_figure(run).axes[0]
+    dashed = [line for line in top.get_lines() if line.get_label().startswith("π_p zero-shot")]
+    assert len(dashed) == 1 and list(dashed[0].get_ydata()) == [pytest.approx(0.7)] * 2
+    plain = load_run(make_run(tmp_path / "scratch", returns=[1.0, 2.0]))
+    assert not [line for line in learning_figure(plain).axes[0].get_lines() if "π_p" in line.get_label()]
