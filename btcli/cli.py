@@ -77,7 +77,7 @@ def _resume_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
     before = from_dict(saved)
     for key in all_keys():
         old, new = _get(before, key), _get(cfg, key)
-        if old != new and key != "steps":
+        if old != new and key != "steps" and not key.startswith("log."):  # logging changes no number
             raise BtcliError(
                 f"--resume: '{key}' is {old!r} in the saved run but {new!r} on the command line; "
                 "drop the option (a run keeps its config) or start a new run with another --out")
@@ -207,6 +207,8 @@ def _prepare_run(overrides: dict[str, Any], out: Path | None, resume: bool, json
     from btcli.signals import die_with_parent
 
     die_with_parent()
+    from btcli.trackers import require as require_loggers
+
     pretrained = None
     if resume:
         if out is None:
@@ -220,6 +222,7 @@ def _prepare_run(overrides: dict[str, Any], out: Path | None, resume: bool, json
         run = RunDir.open_existing(out)
         run.lock()
         done = run.steps_done()
+        require_loggers(cfg.log)
         if cfg.steps < done:
             raise BtcliError(f"--steps {cfg.steps} is below the {done} steps run '{out}' has done; "
                              f"give --steps {done} or more, or leave --steps out")
@@ -241,6 +244,7 @@ def _prepare_run(overrides: dict[str, Any], out: Path | None, resume: bool, json
         except ValueError as e:
             raise BtcliError(str(e)) from None
         resolve_device(cfg.device)  # fail before anything is written
+        require_loggers(cfg.log)
         pretrained = _check_pretrained(cfg) if cfg.transfer.pretrained else None
         out = out or _default_out(cfg)
     # a new run's directory is absent or empty now: on failure it goes back to that
@@ -385,8 +389,10 @@ def keys() -> None:
 
 
 from btcli.cli_analysis import register as _register_analysis  # noqa: E402
+from btcli.cli_logs import register as _register_logs  # noqa: E402
 
 _register_analysis(app)
+_register_logs(app)
 
 
 def main() -> None:

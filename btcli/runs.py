@@ -130,12 +130,16 @@ def run_meta(argv: list[str]) -> dict[str, Any]:
 
 
 class CsvLog:
-    """An append-only CSV file with a fixed header; rows are flushed as they are written."""
+    """An append-only CSV file with a fixed header; rows are flushed as they are written.
 
-    def __init__(self, path: Path, columns: list[str], hint: str = "choose a writable --out"):
+    ``sink`` (a btcli.trackers.Sink) gets each batch of rows once it is on disk, under the
+    table name ``path.stem`` (TensorBoard / W&B copies; they never stop the CSV)."""
+
+    def __init__(self, path: Path, columns: list[str], hint: str = "choose a writable --out", sink=None):
         self.path = path
         self.columns = columns
         self.hint = hint
+        self.sink = sink
         new = not path.exists() or path.stat().st_size == 0
         with disk_errors(str(path), hint):
             self._fh = open(path, "a", newline="")
@@ -148,6 +152,8 @@ class CsvLog:
         with disk_errors(str(self.path), self.hint):
             self._writer.writerows(rows)
             self._fh.flush()
+        if self.sink:
+            self.sink.write(self.path.stem, self.columns, rows)
 
     def close(self) -> None:
         self._fh.close()
