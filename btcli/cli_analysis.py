@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from enum import Enum
 from pathlib import Path
 
 import typer
@@ -48,11 +49,25 @@ def compare(
         _fail(e)
 
 
+class Backend(str, Enum):
+    """Where a sweep's runs execute."""
+
+    local = "local"
+    ray = "ray"
+    slurm = "slurm"
+
+
 def sweep(
     grid: Path = typer.Argument(..., metavar="GRID.yaml", help="sweep file: out root and stages of grids"),
-    backend: str = typer.Option("local", help="local (subprocesses on this machine) | ray (one Ray task per run)"),
-    jobs: int | None = typer.Option(None, help="runs at once (local default: one per 2 CPU cores; ray: no limit)"),
+    backend: Backend = typer.Option(Backend.local, help="local (subprocesses on this machine) | ray (one Ray task "
+                                    "per run) | slurm (one Slurm job per run, through submitit)"),
+    jobs: int | None = typer.Option(None, help="runs at once (local default: one per 2 CPU cores; ray, slurm: no limit)"),
     address: str | None = typer.Option(None, help="Ray cluster address (default: start a local Ray instance)"),
+    partition: str | None = typer.Option(None, help="slurm: partition (or slurm.partition in the sweep file)"),
+    time_min: int | None = typer.Option(None, "--time", help="slurm: minutes per job (default 240; a longer run is "
+                                        "requeued and resumed)"),
+    cpus: int | None = typer.Option(None, help="slurm: CPUs per run, also its torch threads (default 2)"),
+    mem: float | None = typer.Option(None, help="slurm: GB of memory per run (default: the partition's)"),
     out_root: Path | None = typer.Option(None, "--out", help="root folder of the runs (overrides the file's 'out')"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the commands and what would run; run nothing"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no line per finished run"),
@@ -62,22 +77,31 @@ def sweep(
 
     try:
         from btcli.sweep import expand, load_sweep
-        from btcli.sweep_exec import BACKENDS, plan, run_sweep
+        from btcli.sweep_exec import plan, run_sweep
 
-        if backend not in BACKENDS:
-            raise BtcliError(f"unknown --backend '{backend}'; choose one of: {', '.join(BACKENDS)}")
+        backend = backend.value
         if jobs is not None and jobs < 1:
             raise BtcliError(f"--jobs must be at least 1, got {jobs}")
         spec = load_sweep(grid, out=out_root)
+        slurm = None
+        if backend == "slurm":
+            from btcli.sweep_slurm import slurm_options
+
+            slurm = slurm_options(spec.slurm, partition=partition, time=time_min, cpus=cpus, mem=mem)
+        elif any(v is not None for v in (partition, time_min, cpus, mem)):
+            raise BtcliError("--partition, --time, --cpus and --mem apply to --backend slurm only")
         job_list = expand(spec)
         stages = list(dict.fromkeys(j.stage for j in job_list))
         if dry_run:
-            for job, action, task in plan(job_list, backend=backend, jobs=jobs):
+            if slurm is not None:
+                out.print(f"# {slurm.describe()}", soft_wrap=True, markup=False)
+            for job, action, task in plan(job_list, backend=backend, jobs=jobs, slurm=slurm):
                 line = f"# {job.stage}/{job.name}: {action}"
                 out.print(line if task is None else f"{line}\n{shlex.join(task.argv)}", soft_wrap=True, markup=False)
             out.print(f"{len(job_list)} runs in {len(stages)} stage(s); nothing was run (--dry-run)")
             return
-        err.print(f"sweep: {len(job_list)} runs in {len(stages)} stage(s) under {spec.out}, backend {backend}")
+        err.print(f"sweep: {len(job_list)} runs in {len(stages)} stage(s) under {spec.out}, backend {backend}"
+                  + (f" ({slurm.describe()})" if slurm is not None else ""), markup=False)
         counter = iter(range(1, len(job_list) + 1))
 
         def report(o) -> None:
@@ -88,7 +112,8 @@ def sweep(
                 err.print(f"[{next(counter)}/{len(job_list)}] {o.status}{resumed} {o.job.name}{took}{extra}",
                           markup=False)
 
-        outcomes, interrupted = run_sweep(job_list, backend=backend, jobs=jobs, address=address, report=report)
+        outcomes, interrupted = run_sweep(job_list, backend=backend, jobs=jobs, address=address, report=report,
+                                          slurm=slurm)
         out.print(_table(outcomes))
         _finish(outcomes, interrupted)
     except BtcliError as e:
