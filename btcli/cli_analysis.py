@@ -85,9 +85,11 @@ def sweep(
         spec = load_sweep(grid, out=out_root)
         slurm = None
         if backend == "slurm":
-            from btcli.sweep_slurm import slurm_options
+            from btcli.sweep_slurm import check_slurm, slurm_options
 
             slurm = slurm_options(spec.slurm, partition=partition, time=time_min, cpus=cpus, mem=mem)
+            if not dry_run:
+                check_slurm(slurm)
         elif any(v is not None for v in (partition, time_min, cpus, mem)):
             raise BtcliError("--partition, --time, --cpus and --mem apply to --backend slurm only")
         job_list = expand(spec)

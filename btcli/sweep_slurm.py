@@ -92,15 +92,22 @@ def slurm_options(section: dict[str, Any] | None, **flags: Any) -> SlurmOptions:
     return opts
 
 
-def make_executor(opts: SlurmOptions, folder: Path):
-    """A submitit executor for ``opts`` writing its files in ``folder``; SweepError when impossible."""
+def check_slurm(opts: SlurmOptions) -> None:
+    """SweepError (one line) unless submitit is installed and, for the Slurm cluster, sbatch is found."""
     try:
-        import submitit
+        import submitit  # noqa: F401
     except ImportError:
         raise SweepError("--backend slurm needs submitit: pip install 'btcli[slurm]' (or pip install submitit)") from None
     if opts.cluster == "slurm" and shutil.which("sbatch") is None:
         raise SweepError("--backend slurm: no Slurm on this machine (sbatch not found); run the sweep on the "
                          "cluster's login node, or add 'slurm: {cluster: local}' to the sweep file to try it here")
+
+
+def make_executor(opts: SlurmOptions, folder: Path):
+    """A submitit executor for ``opts`` writing its files in ``folder``; SweepError when impossible."""
+    check_slurm(opts)
+    import submitit
+
     folder.mkdir(parents=True, exist_ok=True)
     executor = submitit.AutoExecutor(folder=folder, cluster=opts.cluster,
                                      **{f"{opts.cluster}_max_num_timeout": opts.max_requeues})
