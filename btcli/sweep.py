@@ -44,7 +44,7 @@ from btcli.errors import BtcliError
 STAGE_KEYS = ("name", "command", "grid", "args", "set", "run")
 TOP_KEYS = ("out", "stages", "slurm")  # slurm: job resources of --backend slurm (btcli/sweep_slurm.py)
 # Options the sweep itself passes to every job; a grid may not set them.
-RESERVED = ("out", "resume", "quiet", "json", "json_out", "set", "set_", "help")
+RESERVED = ("out", "resume", "quiet", "json", "json_out", "set", "set_", "help", "print_config")
 BARE_KEYS = ("env", "env.id", "mode", "objective", "intrinsic.objective")
 LOGS = "logs"
 
