@@ -110,6 +110,7 @@ Objective = _choices("Objective", OBJECTIVES)
 Device = _choices("Device", ("auto", "cpu", "cuda"))
 Layers = _choices("Layers", ("all", "torso"))
 Freeze = _choices("Freeze", ("none", "torso"))
+ReportFormat = _choices("ReportFormat", ("png", "pdf", "svg"))
 
 
 def _word(choice: Enum | None) -> str | None:
@@ -382,6 +383,8 @@ def report(
     run_dir: Path = typer.Argument(..., metavar="RUN", help="a run directory, or a folder holding run directories"),
     json_out: bool = typer.Option(False, "--json", help="print the summary (a list for a folder) as JSON on stdout"),
     no_files: bool = typer.Option(False, "--no-files", help="do not write report.png / report.md"),
+    fmt: ReportFormat = typer.Option(ReportFormat.png, "--format", help="format of the figure: RUN/report.png, "
+                                     ".pdf or .svg"),
 ) -> None:
     """Summarise runs: a table, and RUN/report.png (learning curve) and RUN/report.md per run."""
     try:
@@ -393,12 +396,12 @@ def report(
             if not runs:
                 raise BtcliError(f"no btcli run directories (folders with config.yaml) under '{run_dir}'")
             if len(runs) == 1:
-                summaries = [report_run(runs[0], write_files=not no_files)]
+                summaries = [report_run(runs[0], write_files=not no_files, fmt=fmt.value)]
             else:  # a folder: a damaged run is skipped with a warning, the others reported
                 summaries = []
                 for path in runs:
                     try:
-                        summaries.append(report_run(path, write_files=not no_files))
+                        summaries.append(report_run(path, write_files=not no_files, fmt=fmt.value))
                     except AnalysisRunDirError as e:
                         err.print(f"warning: skipped '{path}': {e}", soft_wrap=True)
                 if not summaries:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 from enum import Enum
@@ -12,12 +13,38 @@ import typer
 from btcli.errors import BtcliError, Interrupted
 
 
+class Metric(str, Enum):
+    """The score `compare` gives each run."""
+
+    final = "final"
+    auc = "auc"
+    eval = "eval"
+
+
+def default_compare_out(paths: list[Path], by: str, metric: str) -> Path:
+    """``compare-<by>-<metric>`` in the deepest folder holding every compared run (beside the runs,
+    not in the current directory); relative to the current directory when below it."""
+    import os
+    import re
+
+    absolute = [p.absolute() for p in paths]
+    common = Path(os.path.commonpath([str(p) for p in absolute])) if absolute else Path.cwd()
+    if common in absolute:  # one run, or runs nested in one another: beside it
+        common = common.parent
+    name = "compare-" + re.sub(r"[^A-Za-z0-9._+=-]", "_", f"{by}-{metric}")
+    with contextlib.suppress(ValueError):
+        return (common / name).relative_to(Path.cwd())
+    return common / name
+
+
 def compare(
     runs: list[str] = typer.Argument(..., metavar="RUN_OR_GLOB...",
                                      help="run directories, folders of runs, or quoted globs such as 'runs/*'"),
     by: str = typer.Option("mode", help="config key whose value makes the groups: mode, intrinsic.objective, agent.lr, ..."),
-    metric: str = typer.Option("final", help="final (mean of the last 100 training episodes) | auc | eval (last evaluation)"),
-    out_dir: Path = typer.Option(Path("compare"), "--out", help="folder for the CSV, markdown and PNG files"),
+    metric: Metric = typer.Option(Metric.final, help="final (mean of the last 100 training episodes) | auc | eval "
+                                  "(last evaluation)"),
+    out_dir: Path | None = typer.Option(None, "--out", help="folder for the CSV, markdown and PNG files (default: "
+                                        "compare-<by>-<metric> in the folder holding the runs)"),
     json_out: bool = typer.Option(False, "--json", help="print the result as JSON on stdout"),
     allow_mixed: bool = typer.Option(False, "--allow-mixed", help="allow different step budgets within a task"),
     allow_unfinished: bool = typer.Option(False, "--allow-unfinished", help="include runs without summary.json"),
@@ -29,14 +56,17 @@ def compare(
     try:
         from btcli.compare import compare_runs, headline, render_tables, to_json, write_outputs
 
-        result = compare_runs(runs, by=by, metric=metric, allow_unfinished=allow_unfinished,
+        result = compare_runs(runs, by=by, metric=metric.value, allow_unfinished=allow_unfinished,
                               allow_mixed=allow_mixed, reps=reps)
+        if out_dir is None:
+            out_dir = default_compare_out([s.path for s in result.scores], by, metric.value)
         try:
             files = write_outputs(result, out_dir)
         except OSError as e:
             raise BtcliError(f"cannot write the comparison into '{out_dir}': {e.strerror or e}") from None
         if json_out:
             err.print(headline(result))
+            err.print(f"wrote {', '.join(p.name for p in files.values())} in {out_dir}", soft_wrap=True, markup=False)
             print(json.dumps(to_json(result, files), indent=2, allow_nan=False))
             return
         out.print(headline(result))

@@ -133,7 +133,7 @@ def test_cli_errors(btcli, tmp_path):
     for args, text in [
         ((str(bad),), f"sweep file '{bad}' is not valid YAML at line"),
         ((str(tmp_path / "none.yaml"),), "does not exist"),
-        ((str(bad), "--backend", "slurm"), "unknown --backend 'slurm'; choose one of: local, ray"),
+        ((str(bad), "--backend", "pbs"), "invalid value for '--backend': 'pbs' is not one of 'local', 'ray', 'slurm'"),
     ]:
         proc = btcli("sweep", *args)
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
