@@ -36,7 +36,8 @@ def export_logs(
     wandb_group: str = typer.Option("", "--wandb-group", help="W&B group"),
 ) -> None:
     """Replay runs' CSV logs (metrics, train, eval) and config into TensorBoard or W&B (e.g. runs made offline)."""
-    from btcli.cli import _fail, err, out as stdout
+    from btcli.cli import _fail, err
+    from btcli.cli import out as stdout
 
     try:
         from btcli.analysis import RunDirError as AnalysisRunDirError

@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 from btcli.signals import PARENT_PID_ENV, recorded_signals
-from btcli.sweep import LOGS, Job, SweepError
+from btcli.sweep import Job, SweepError
 
 BACKENDS = ("local", "ray", "slurm")  # slurm: btcli/sweep_slurm.py
 POLL_S = 0.2
@@ -267,11 +267,11 @@ def run_sweep(jobs_list: list[Job], *, backend: str = "local", jobs: int | None 
         raise SweepError(f"unknown --backend '{backend}'; choose one of: {', '.join(BACKENDS)}")
     ray, started_ray = connect_ray(address) if backend == "ray" else (None, False)  # fail before anything runs
     if backend == "slurm":
-        from btcli.sweep_slurm import SLURM_DIR, SlurmOptions, make_executor
+        from btcli.sweep_slurm import SlurmOptions, check_slurm
 
         slurm = slurm or SlurmOptions()
-        folder = (jobs_list[0].log.parent if jobs_list else Path(LOGS)) / SLURM_DIR
-        executor = executor if executor is not None else make_executor(slurm, folder)
+        if executor is None:
+            check_slurm(slurm)  # fail before anything runs
     try:
         return _run_stages(jobs_list, backend, jobs, address, report, slurm, executor)
     finally:
@@ -306,9 +306,10 @@ def _run_stages(jobs_list: list[Job], backend: str, jobs: int | None, address: s
         if backend == "local":
             outcomes, interrupted = run_local(todo, n_jobs or 1, report)
         elif backend == "slurm":
-            from btcli.sweep_slurm import SLURM_DIR, run_slurm
+            from btcli.sweep_slurm import SLURM_DIR, make_executor, run_slurm
 
             folder = todo[0].job.log.parent / SLURM_DIR
+            executor = executor if executor is not None else make_executor(slurm, folder)  # one for the sweep
             outcomes, interrupted = run_slurm(todo, slurm, folder, n_jobs, report, executor=executor)
         else:
             outcomes, interrupted = run_ray(todo, address, threads, n_jobs, report)

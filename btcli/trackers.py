@@ -101,9 +101,10 @@ class TensorBoardWriter:
         from torch.utils.tensorboard.summary import hparams
 
         self.where = str(log_dir)
+        first = not any(Path(log_dir).glob("events.out.tfevents.*"))  # else a resume: the config is there
         self._writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step, flush_secs=30)
         self._walltime_of = walltime_of
-        if purge_step is None:  # a resumed run has its config in the first file already
+        if first:
             text = yaml.safe_dump(config, sort_keys=False)
             self._writer.add_text("config", "".join(f"    {line}\n" for line in text.splitlines()))
             flat = flat_config({k: v for k, v in config.items() if k not in ("meta", "provenance")})

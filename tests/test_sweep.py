@@ -356,7 +356,7 @@ def test_slurm_backend_matches_local(tmp_path):
     grids = {}
     for backend in ("local", "slurm"):
         spec = write_grid(tmp_path / f"{backend}.yaml", tmp_path / backend, seeds=(0, 1, 2),
-                          args={"steps": 600, "agent.learning_starts": 200, "train_log_every": 200},
+                          args={"steps": 400, "agent.learning_starts": 100, "train_log_every": 100},
                           sets={"agent.lr": [1e-4, 5e-4]})
         grids[backend] = expand(load_sweep(spec))
     assert len(grids["slurm"]) == 6
