@@ -629,7 +629,10 @@ def _title(run: RunData, status: str | None = None) -> str:
     env_cfg = cfg.get("env")
     env_id = env_cfg.get("id") if isinstance(env_cfg, dict) else env_cfg
     parts = [str(env_id if env_id is not None else "unknown env")]
-    if cfg.get("mode") is not None:
+    objective = (cfg.get("intrinsic") or {}).get("objective") if isinstance(cfg.get("intrinsic"), dict) else None
+    if cfg.get("command") == "pretrain":  # its mode is always scratch; what it learned from is the objective
+        parts.append(f"pretrain {objective}")
+    elif cfg.get("mode") is not None:
         parts.append(str(cfg.get("mode")))
     if cfg.get("seed") is not None:
         parts.append(f"seed {cfg.get('seed')}")
@@ -651,7 +654,7 @@ def _eval_means(run: RunData, column: str) -> pd.DataFrame:
 def _draw_eval(ax, g: pd.DataFrame) -> None:
     ax.errorbar(
         g.index.to_numpy(dtype=float), g["mean"].to_numpy(), yerr=g["std"].fillna(0.0).to_numpy(),
-        fmt="o", color="C3", ms=4, capsize=3, lw=1.2, label="eval (mean ± std)",
+        fmt="o", color="C3", ms=4, capsize=3, lw=1.2, label="eval: mean ± SD of its episodes",
     )
 
 
@@ -659,11 +662,13 @@ def _draw_returns(ax, run: RunData, bins: int) -> None:
     curve = learning_curve(run, bins=bins)
     if not curve.empty:
         flights = " (incl. π_p's flights)" if run.config.get("mode") in FLIGHT_MODES else ""
-        ax.plot(curve["step"], curve["return_mean"], color="C0", lw=1.8, label=f"train (binned mean){flights}")
-        ax.fill_between(
-            curve["step"], curve["return_lo"], curve["return_hi"], color="C0", alpha=0.25, lw=0,
-            label="train 95% CI",
-        )
+        ax.plot(curve["step"], curve["return_mean"], color="C0", lw=1.8,
+                label=f"train: mean return per step bin ({bins} bins){flights}")
+        if (curve["return_hi"] - curve["return_lo"]).gt(0).any():  # one-episode or constant bins have no band
+            ax.fill_between(
+                curve["step"], curve["return_lo"], curve["return_hi"], color="C0", alpha=0.25, lw=0,
+                label="train: 95% CI of the bin mean (±1.96 SD/√n)",
+            )
     g = _eval_means(run, "return")
     if not g.empty:
         _draw_eval(ax, g)
@@ -672,7 +677,9 @@ def _draw_returns(ax, run: RunData, bins: int) -> None:
         ax.axhline(reference, color="C1", ls="--", lw=1.4, label="π_p zero-shot (its evaluations, pooled)")
     if curve.empty and g.empty:
         ax.text(0.5, 0.5, "no finished episodes yet", transform=ax.transAxes, ha="center", va="center", color="0.4")
-    ax.set_ylabel("episode return (raw score)", fontsize=11)
+    pretrain = run.config.get("command") == "pretrain"  # the task's reward is logged, never learned from
+    ax.set_ylabel("task return (raw score)\nlogged only, not learned" if pretrain else "episode return (raw score)",
+                  fontsize=11 if not pretrain else 10)
 
 
 def _draw_coverage(ax, run: RunData, bins: int) -> None:
@@ -685,11 +692,20 @@ def _draw_coverage(ax, run: RunData, bins: int) -> None:
     ax.set_ylabel("coverage\n(cells or rooms / ep.)", fontsize=10)
 
 
+def _draw_intrinsic(ax, run: RunData, bins: int) -> None:
+    got = _binned_means(run, ["intrinsic_return"], bins)
+    ax.plot(got["step"], got["intrinsic_return"], color="C4", lw=1.5, label="train: mean per step bin")
+    ax.set_ylabel("intrinsic return\n(what it maximised)", fontsize=10)
+
+
 def _draw_shares(ax, run: RunData, bins: int) -> None:
     shares = _binned_means(run, list(SHARE_COLUMNS.values()), bins, weight="length")
-    ax.stackplot(
-        shares["step"], *(shares[c] for c in SHARE_COLUMNS.values()),
-        labels=["learner", "π_p (pre-trained)", "random"], colors=["C0", "C1", "0.7"], alpha=0.8,
+    names = {"learner": "learner", "pretrained": "π_p (pre-trained)", "random": "random"}
+    colours = {"learner": "C0", "pretrained": "C1", "random": "0.7"}
+    shown = [k for k, c in SHARE_COLUMNS.items() if k == "learner" or (shares[c].to_numpy() > 0).any()]
+    ax.stackplot(  # only the behaviours that chose some step of this run
+        shares["step"], *(shares[SHARE_COLUMNS[k]] for k in shown),
+        labels=[names[k] for k in shown], colors=[colours[k] for k in shown], alpha=0.8,
     )
     ax.set_ylim(0, 1)
     ax.set_ylabel("share of steps", fontsize=10)
@@ -701,10 +717,11 @@ def learning_figure(run: RunData, *, bins: int = 50):
     """The report figure (a matplotlib ``Figure`` on an Agg canvas; no global backend touched).
 
     Top panel: the training return curve (binned mean with 95% band) against env steps, with
-    evaluation means +- std at each eval step. Below it, on the same step axis, only when the
-    run logged them: the binned coverage per episode (with evaluation coverage), and the
-    binned shares of steps taken by the learner, π_p and random actions (episodes weighted by
-    length; shown when π_p or random actions chose some step).
+    evaluation means +- std at each eval step. Below it, on the same step axis, only the panels
+    that apply to the run: the binned intrinsic return (pre-training runs), the binned coverage
+    per episode (with evaluation coverage; when the run logged it), and the binned shares of
+    steps taken by the learner, π_p and random actions (episodes weighted by length; runs with
+    flights or π_p hand-offs, not plain epsilon-greedy ones, whose random share is epsilon).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -712,9 +729,13 @@ def learning_figure(run: RunData, *, bins: int = 50):
 
     status = "complete" if (run.summary is not None and run.summary.get("status", "complete") == "complete") else "unfinished"
     panels = [_draw_returns]
+    if run.config.get("command") == "pretrain" and _any_value(run, ["intrinsic_return"]):
+        panels.append(_draw_intrinsic)
     if _any_value(run, ["coverage"]):
         panels.append(_draw_coverage)
-    if _any_value(run, [SHARE_COLUMNS["pretrained"], SHARE_COLUMNS["random"]], nonzero=True):
+    flights = run.config.get("mode") in ("ez-greedy", "bt", "bt+ft")
+    if (flights and _any_value(run, [SHARE_COLUMNS["pretrained"], SHARE_COLUMNS["random"]], nonzero=True)
+            or _any_value(run, [SHARE_COLUMNS["pretrained"]], nonzero=True)):
         panels.append(_draw_shares)
 
     fig = Figure(figsize=(6.4, 4.0 + 1.8 * (len(panels) - 1)), dpi=150, layout="constrained")
@@ -743,13 +764,13 @@ def learning_figure(run: RunData, *, bins: int = 50):
     return fig
 
 
-def plot_learning_curve(run: RunData, out_path: str | os.PathLike, *, bins: int = 50) -> Path:
-    """Write :func:`learning_figure` as a PNG (150 dpi) to ``out_path`` (atomically)."""
+def plot_learning_curve(run: RunData, out_path: str | os.PathLike, *, bins: int = 50, fmt: str = "png") -> Path:
+    """Write :func:`learning_figure` to ``out_path`` (atomically) as ``fmt``: png (150 dpi), pdf or svg."""
     out_path = Path(out_path)
     fig = learning_figure(run, bins=bins)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.name + ".tmp")
-    fig.savefig(tmp, format="png", dpi=150)
+    fig.savefig(tmp, format=fmt, dpi=150)
     os.replace(tmp, out_path)
     return out_path
 
@@ -967,16 +988,16 @@ def write_markdown(
     return out_path
 
 
-def report_run(path: str | os.PathLike, *, write_files: bool = True, window: int = 100) -> dict:
-    """Load, summarise and (when ``write_files``) write ``report.png`` and ``report.md`` into
-    the run directory. Returns the summary dict with ``files``: ``{'plot': ..., 'markdown':
-    ...}`` (paths as strings; empty when nothing was written)."""
+def report_run(path: str | os.PathLike, *, write_files: bool = True, window: int = 100, fmt: str = "png") -> dict:
+    """Load, summarise and (when ``write_files``) write ``report.<fmt>`` (png, pdf or svg) and
+    ``report.md`` into the run directory. Returns the summary dict with ``files``: ``{'plot': ...,
+    'markdown': ...}`` (paths as strings; empty when nothing was written)."""
     run = load_run(path)
     summary = summarize_run(run, window=window)
     summary["files"] = {}
     if write_files:
         try:
-            png = plot_learning_curve(run, run.path / PLOT_FILE)
+            png = plot_learning_curve(run, run.path / Path(PLOT_FILE).with_suffix(f".{fmt}"), fmt=fmt)
             summary["files"]["plot"] = str(png)
             md = write_markdown(run, summary, run.path / MARKDOWN_FILE, plot_path=png)
             summary["files"]["markdown"] = str(md)

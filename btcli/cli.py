@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,6 +17,9 @@ import typer
 from rich.console import Console
 
 from btcli.config import (
+    ATARI_PRESET,
+    MINIGRID_PRESET,
+    OBJECTIVES,
     TRANSFER_MODES,
     RunConfig,
     all_keys,
@@ -24,12 +28,13 @@ from btcli.config import (
     help_text,
     load_yaml_overrides,
     parse_set_items,
+    preset_for,
     to_dict,
 )
 from btcli.errors import BtcliError, Interrupted
 
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    no_args_is_help=True, pretty_exceptions_enable=False,  # --install-completion: shell completion
     help="Behavior Transfer experiments: pre-train without rewards, transfer by FT, BT or BT+FT.",
 )
 # In a pipe or log file rich would wrap tables at 80 columns; give them room instead.
@@ -77,7 +82,7 @@ def _resume_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
     before = from_dict(saved)
     for key in all_keys():
         old, new = _get(before, key), _get(cfg, key)
-        if old != new and key != "steps":
+        if old != new and key != "steps" and not key.startswith("log."):  # logging changes no number
             raise BtcliError(
                 f"--resume: '{key}' is {old!r} in the saved run but {new!r} on the command line; "
                 "drop the option (a run keeps its config) or start a new run with another --out")
@@ -95,39 +100,58 @@ def _fail(e: BtcliError) -> None:
     raise typer.Exit(e.exit_code)
 
 
-# Options shared by the training commands (transfer, pretrain).
+def _choices(name: str, values) -> type[Enum]:
+    """A str Enum whose values are the words an option accepts (``--help`` lists them, shells complete them)."""
+    return Enum(name, {v: v for v in values}, type=str)
+
+
+Mode = _choices("Mode", TRANSFER_MODES)
+Objective = _choices("Objective", OBJECTIVES)
+Device = _choices("Device", ("auto", "cpu", "cuda"))
+Layers = _choices("Layers", ("all", "torso"))
+Freeze = _choices("Freeze", ("none", "torso"))
+ReportFormat = _choices("ReportFormat", ("png", "pdf", "svg"))
+
+
+def _word(choice: Enum | None) -> str | None:
+    return None if choice is None else choice.value
+
+
+# Options shared by the training commands (transfer, finetune, pretrain).
 EnvOpt = Annotated[str | None, typer.Option("--env", help="environment id, e.g. ALE/Breakout-v5 or MiniGrid-FourRooms-v0")]
 StepsOpt = Annotated[int | None, typer.Option(help="environment steps to train for")]
 SeedOpt = Annotated[int | None, typer.Option(help="seed of networks, exploration and environments")]
 OutOpt = Annotated[Path | None, typer.Option(help="run directory (default runs/<command>-<mode or objective>-<env>-s<seed>)")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML file of config keys (see `btcli keys`)")]
 SetOpt = Annotated[list[str], typer.Option("--set", help="override a config key: --set agent.lr=1e-4 (repeatable)")]
-DeviceOpt = Annotated[str | None, typer.Option(help="auto | cpu | cuda")]
+DeviceOpt = Annotated[Device | None, typer.Option(help="'auto': a CUDA GPU when torch sees one")]
 NumEnvsOpt = Annotated[int | None, typer.Option("--num-envs", help="environment copies stepped together")]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="continue the run in --out from its last complete checkpoint")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print the final summary as JSON on stdout")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress output")]
+PrintConfigOpt = Annotated[bool, typer.Option("--print-config", help="print the resolved config as YAML and exit; "
+                                              "nothing is run or written")]
 PretrainedOpt = Annotated[Path | None, typer.Option(
     "--pretrained", help="pre-trained run directory (or a checkpoints/step_* folder of one); modes ft, bt, bt+ft")]
 
 
 @app.command()
 def transfer(
-    mode: str | None = typer.Option(None, help="scratch (the default): random init, epsilon-greedy | ez-greedy: "
-                                    "exploratory steps start random-action flights | ft: init from the pre-trained "
-                                    "weights | bt: flights of the frozen pre-trained policy | bt+ft: both"),
+    # no command-line default: a --config file's mode (or a resumed run's) holds unless --mode is given
+    mode: Mode | None = typer.Option(None, help="scratch (the default): random init, epsilon-greedy | ez-greedy: "
+                                     "exploratory steps start random-action flights | ft: init from the pre-trained "
+                                     "weights | bt: flights of the frozen pre-trained policy | bt+ft: both"),
     pretrained: PretrainedOpt = None,
     env: EnvOpt = None, steps: StepsOpt = None, seed: SeedOpt = None, out: OutOpt = None,
     config: ConfigOpt = None, set_: SetOpt = [], device: DeviceOpt = None,  # noqa: B006 (typer reads it)
     num_envs: NumEnvsOpt = None, resume: ResumeOpt = False, json_out: JsonOpt = False, quiet: QuietOpt = False,
+    print_config: PrintConfigOpt = False,
 ) -> None:
     """Learn the rewarded task, from scratch or from a pre-trained run (FT, BT, BT+FT)."""
     try:
-        if mode is not None and mode not in TRANSFER_MODES:
-            raise BtcliError(f"unknown --mode '{mode}'; choose one of: {', '.join(TRANSFER_MODES)}")
-        flags = {"mode": mode, "command": "transfer", "transfer.pretrained": _path(pretrained)}
+        flags = {"mode": _word(mode), "command": "transfer", "transfer.pretrained": _path(pretrained)}
         _train(_overrides(config, flags | _common(env, steps, seed, device, num_envs), set_),
-               out, resume, json_out, quiet)
+               out, resume, json_out, quiet, print_config)
     except BtcliError as e:
         _fail(e)
 
@@ -135,8 +159,8 @@ def transfer(
 @app.command()
 def finetune(
     pretrained: PretrainedOpt = None,
-    layers: str | None = typer.Option(None, help="pre-trained weights copied: all (default), or torso (fresh Q head)"),
-    freeze: str | None = typer.Option(None, help="weights kept frozen: none (default) or torso"),
+    layers: Layers | None = typer.Option(None, help="pre-trained weights copied: all (default), or torso (fresh Q head)"),
+    freeze: Freeze | None = typer.Option(None, help="weights kept frozen: none (default) or torso"),
     lr: float | None = typer.Option(None, help="learning rate of the fine-tuning (agent.lr)"),
     zero_values: bool | None = typer.Option(None, "--zero-values/--copy-values",
                                             help="start at state values of 0 (default) or copy the pre-trained values "
@@ -144,14 +168,15 @@ def finetune(
     env: EnvOpt = None, steps: StepsOpt = None, seed: SeedOpt = None, out: OutOpt = None,
     config: ConfigOpt = None, set_: SetOpt = [], device: DeviceOpt = None,  # noqa: B006 (typer reads it)
     num_envs: NumEnvsOpt = None, resume: ResumeOpt = False, json_out: JsonOpt = False, quiet: QuietOpt = False,
+    print_config: PrintConfigOpt = False,
 ) -> None:
     """Fine-tune pre-trained weights on the rewarded task (the same code as `transfer --mode ft`)."""
     try:
         flags = {"mode": "ft", "command": "finetune", "transfer.pretrained": _path(pretrained),
-                 "transfer.ft_layers": layers, "transfer.freeze": freeze, "agent.lr": lr,
+                 "transfer.ft_layers": _word(layers), "transfer.freeze": _word(freeze), "agent.lr": lr,
                  "transfer.ft_zero_values": zero_values}
         _train(_overrides(config, flags | _common(env, steps, seed, device, num_envs), set_),
-               out, resume, json_out, quiet)
+               out, resume, json_out, quiet, print_config)
     except BtcliError as e:
         _fail(e)
 
@@ -162,26 +187,31 @@ def _path(path: Path | None) -> str | None:
 
 @app.command()
 def pretrain(
-    objective: str | None = typer.Option(None, help="intrinsic reward to maximise: count (grid cells), rnd, ngu "
-                                         "(episodic novelty) or ngu+rnd (or intrinsic.objective in --config)"),
+    objective: Objective | None = typer.Option(None, help="intrinsic reward to maximise: count (grid cells), rnd, "
+                                               "ngu (episodic novelty) or ngu+rnd (or intrinsic.objective in --config)"),
     env: EnvOpt = None, steps: StepsOpt = None, seed: SeedOpt = None, out: OutOpt = None,
     config: ConfigOpt = None, set_: SetOpt = [], device: DeviceOpt = None,  # noqa: B006 (typer reads it)
     num_envs: NumEnvsOpt = None, resume: ResumeOpt = False, json_out: JsonOpt = False, quiet: QuietOpt = False,
+    print_config: PrintConfigOpt = False,
 ) -> None:
     """Pre-train without rewards: the learner maximises an intrinsic reward; the task's score is only logged."""
     try:
-        flags = {"intrinsic.objective": objective, "command": "pretrain"}
+        flags = {"intrinsic.objective": _word(objective), "command": "pretrain"}
         _train(_overrides(config, flags | _common(env, steps, seed, device, num_envs), set_),
-               out, resume, json_out, quiet)
+               out, resume, json_out, quiet, print_config)
     except BtcliError as e:
         _fail(e)
 
 
 def _common(env, steps, seed, device, num_envs) -> dict[str, Any]:
-    return {"env.id": env, "steps": steps, "seed": seed, "device": device, "env.num_envs": num_envs}
+    return {"env.id": env, "steps": steps, "seed": seed, "device": _word(device), "env.num_envs": num_envs}
 
 
-def _train(overrides: dict[str, Any], out: Path | None, resume: bool, json_out: bool, quiet: bool) -> None:
+def _train(overrides: dict[str, Any], out: Path | None, resume: bool, json_out: bool, quiet: bool,
+           print_config: bool = False) -> None:
+    if print_config:
+        _print_config(overrides, out, resume)
+        return
     try:
         prepared = _prepare_run(overrides, out, resume, json_out, quiet)
     except KeyboardInterrupt:  # training handles its own signals; before it, only this says what happened
@@ -197,6 +227,26 @@ def _train(overrides: dict[str, Any], out: Path | None, resume: bool, json_out: 
         _print_run_summary(summary, run.path)
 
 
+def _print_config(overrides: dict[str, Any], out: Path | None, resume: bool) -> None:
+    """--print-config: the config the run would use, as YAML on stdout (a valid --config file);
+    reads what it must (a resumed run's config.yaml), writes nothing and trains nothing."""
+    import yaml
+
+    from btcli.envs import resolve_env_id
+
+    if resume:
+        if out is None or not out.exists():
+            raise BtcliError("--resume needs --out: an existing run directory to continue")
+        cfg = _resume_config(out, {k: v for k, v in overrides.items() if k != "command"})
+    else:
+        cfg = build_config(overrides)
+        try:
+            cfg.env.id = resolve_env_id(cfg.env.id)
+        except ValueError as e:
+            raise BtcliError(str(e)) from None
+    print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+
+
 def _prepare_run(overrides: dict[str, Any], out: Path | None, resume: bool, json_out: bool, quiet: bool):
     """The trainer of a new or resumed run, with its directory locked; None when a resumed run is
     already complete. A new run's directory is removed again if the trainer cannot be built."""
@@ -207,6 +257,8 @@ def _prepare_run(overrides: dict[str, Any], out: Path | None, resume: bool, json
     from btcli.signals import die_with_parent
 
     die_with_parent()
+    from btcli.trackers import require as require_loggers
+
     pretrained = None
     if resume:
         if out is None:
@@ -220,6 +272,7 @@ def _prepare_run(overrides: dict[str, Any], out: Path | None, resume: bool, json
         run = RunDir.open_existing(out)
         run.lock()
         done = run.steps_done()
+        require_loggers(cfg.log)
         if cfg.steps < done:
             raise BtcliError(f"--steps {cfg.steps} is below the {done} steps run '{out}' has done; "
                              f"give --steps {done} or more, or leave --steps out")
@@ -241,6 +294,7 @@ def _prepare_run(overrides: dict[str, Any], out: Path | None, resume: bool, json
         except ValueError as e:
             raise BtcliError(str(e)) from None
         resolve_device(cfg.device)  # fail before anything is written
+        require_loggers(cfg.log)
         pretrained = _check_pretrained(cfg) if cfg.transfer.pretrained else None
         out = out or _default_out(cfg)
     # a new run's directory is absent or empty now: on failure it goes back to that
@@ -331,6 +385,8 @@ def report(
     run_dir: Path = typer.Argument(..., metavar="RUN", help="a run directory, or a folder holding run directories"),
     json_out: bool = typer.Option(False, "--json", help="print the summary (a list for a folder) as JSON on stdout"),
     no_files: bool = typer.Option(False, "--no-files", help="do not write report.png / report.md"),
+    fmt: ReportFormat = typer.Option(ReportFormat.png, "--format", help="format of the figure: RUN/report.png, "
+                                     ".pdf or .svg"),
 ) -> None:
     """Summarise runs: a table, and RUN/report.png (learning curve) and RUN/report.md per run."""
     try:
@@ -342,12 +398,12 @@ def report(
             if not runs:
                 raise BtcliError(f"no btcli run directories (folders with config.yaml) under '{run_dir}'")
             if len(runs) == 1:
-                summaries = [report_run(runs[0], write_files=not no_files)]
+                summaries = [report_run(runs[0], write_files=not no_files, fmt=fmt.value)]
             else:  # a folder: a damaged run is skipped with a warning, the others reported
                 summaries = []
                 for path in runs:
                     try:
-                        summaries.append(report_run(path, write_files=not no_files))
+                        summaries.append(report_run(path, write_files=not no_files, fmt=fmt.value))
                     except AnalysisRunDirError as e:
                         err.print(f"warning: skipped '{path}': {e}", soft_wrap=True)
                 if not summaries:
@@ -379,21 +435,78 @@ def envs(filter: str = typer.Argument("", help="only ids containing this text"))
             print(env_id)
 
 
+def _shown(value: Any) -> str:
+    """A config value as it is written in YAML or --set ('' for an unset text)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return '""' if value == "" else str(value)
+
+
 @app.command()
-def keys() -> None:
-    """List every config key with its help (for --set and --config files)."""
-    for key in all_keys():
-        print(f"{key:28s} {help_text(key)}")
+def keys(env: str | None = typer.Option(None, "--env", help="show the preset of this environment's domain "
+                                         "(default: both presets)")) -> None:
+    """List every config key with its default, the domain presets' values and its help (for --set and --config)."""
+    try:
+        defaults = RunConfig()
+        if env is None:
+            presets = {"atari preset": ATARI_PRESET, "minigrid preset": MINIGRID_PRESET}
+        else:
+            from btcli.envs import resolve_env_id
+
+            try:
+                env_id = resolve_env_id(env)
+            except ValueError as e:
+                raise BtcliError(str(e)) from None
+            domain = "atari" if env_id.startswith("ALE/") else "minigrid" if env_id.startswith("MiniGrid") else None
+            presets = {f"{domain or env_id} preset": preset_for(env_id)}
+        columns = ["key", "default", *presets, "help"]
+        rows = [[key, _shown(_get(defaults, key)), *(_shown(p[key]) if key in p else "" for p in presets.values()),
+                 help_text(key)] for key in all_keys()]
+        widths = [max(len(r[i]) for r in [columns, *rows]) for i in range(len(columns) - 1)]
+        for row in [columns, *rows]:
+            print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
+    except BtcliError as e:
+        _fail(e)
 
 
 from btcli.cli_analysis import register as _register_analysis  # noqa: E402
+from btcli.cli_logs import register as _register_logs  # noqa: E402
 
 _register_analysis(app)
+_register_logs(app)
 
 
-def main() -> None:
-    """Console-script entry point."""
-    app()
+def _usage_line(e: Exception) -> str:
+    """A Click usage error as one line: Click's message (with its "did you mean"), then where to look."""
+    message = " ".join(e.format_message().split()).replace("Value error, ", "").rstrip(".")
+    ctx = getattr(e, "ctx", None)
+    where = f"; see '{ctx.command_path} --help'" if ctx is not None and ctx.command_path else ""
+    return f"btcli: error: {message[:1].lower() + message[1:]}{where}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: usage errors (unknown option, missing argument, bad choice) are
+    one ``btcli: error:`` line and exit code 2, like every other error, instead of a boxed panel."""
+    from typer.main import get_command
+
+    # Typer >= 0.24 carries its own copy of Click; its exceptions live where BadParameter does
+    clicks = sys.modules[typer.BadParameter.__module__]
+    no_args_help = getattr(clicks, "NoArgsIsHelpError", ())
+    try:
+        code = get_command(app).main(args=argv, prog_name="btcli", standalone_mode=False)
+    except clicks.UsageError as e:
+        if isinstance(e, no_args_help):  # bare `btcli`: the help, as before
+            e.show()
+        else:
+            print(_usage_line(e), file=sys.stderr)
+        sys.exit(e.exit_code)
+    except clicks.ClickException as e:
+        print(f"btcli: error: {' '.join(e.format_message().split())}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        print("btcli: error: aborted", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

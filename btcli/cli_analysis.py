@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
+from enum import Enum
 from pathlib import Path
 
 import typer
@@ -11,18 +13,45 @@ import typer
 from btcli.errors import BtcliError, Interrupted
 
 
+class Metric(str, Enum):
+    """The score `compare` gives each run (btcli.compare.METRICS)."""
+
+    eval_last = "eval-last"
+    eval_auc = "eval-auc"
+    eval = "eval"
+    final = "final"
+    auc = "auc"
+
+
+def default_compare_out(paths: list[Path], by: str, metric: str) -> Path:
+    """``compare-<by>-<metric>`` in the deepest folder holding every compared run (beside the runs,
+    not in the current directory); relative to the current directory when below it."""
+    import os
+    import re
+
+    absolute = [p.absolute() for p in paths]
+    common = Path(os.path.commonpath([str(p) for p in absolute])) if absolute else Path.cwd()
+    if common in absolute:  # one run, or runs nested in one another: beside it
+        common = common.parent
+    name = "compare-" + re.sub(r"[^A-Za-z0-9._+=-]", "_", f"{by}-{metric}")
+    with contextlib.suppress(ValueError):
+        return (common / name).relative_to(Path.cwd())
+    return common / name
+
+
 def compare(
     runs: list[str] = typer.Argument(..., metavar="RUN_OR_GLOB...",
                                      help="run directories, folders of runs, or quoted globs such as 'runs/*'"),
     by: str = typer.Option("mode", help="config key whose value makes the groups: mode, intrinsic.objective, agent.lr, ..."),
-    metric: str = typer.Option("eval-last", help="learner-only (greedy evaluations, no flights): eval-last (mean of the "
-                               "last --last-evals evaluations) | eval-auc (area under the evaluation curve) | eval "
-                               "(last evaluation); from training episodes (incl. π_p's flights in bt, bt+ft): final "
-                               "(last 100 episodes) | auc"),
+    metric: Metric = typer.Option(Metric.eval_last, help="learner-only (greedy evaluations, no flights): eval-last "
+                                  "(mean of the last --last-evals evaluations) | eval-auc (area under the evaluation "
+                                  "curve) | eval (last evaluation); from training episodes (incl. π_p's flights in "
+                                  "bt, bt+ft): final (last 100 episodes) | auc"),
     last_evals: int = typer.Option(3, "--last-evals", help="evaluations averaged by --metric eval-last"),
     reference: bool = typer.Option(True, "--reference/--no-reference",
                                    help="add the π_p zero-shot group from the runs' evaluations of their frozen π_p"),
-    out_dir: Path = typer.Option(Path("compare"), "--out", help="folder for the CSV, markdown and PNG files"),
+    out_dir: Path | None = typer.Option(None, "--out", help="folder for the CSV, markdown and PNG files (default: "
+                                        "compare-<by>-<metric> in the folder holding the runs)"),
     json_out: bool = typer.Option(False, "--json", help="print the result as JSON on stdout"),
     allow_mixed: bool = typer.Option(False, "--allow-mixed", help="allow different step budgets within a task"),
     allow_unfinished: bool = typer.Option(False, "--allow-unfinished", help="include runs without summary.json"),
@@ -32,16 +61,19 @@ def compare(
     from btcli.cli import _fail, err, out
 
     try:
-        from btcli.compare import compare_runs, headline, render_tables, to_json, write_outputs
+        from btcli.compare import REFERENCE, compare_runs, headline, render_tables, to_json, write_outputs
 
-        result = compare_runs(runs, by=by, metric=metric, allow_unfinished=allow_unfinished,
+        result = compare_runs(runs, by=by, metric=metric.value, allow_unfinished=allow_unfinished,
                               allow_mixed=allow_mixed, reps=reps, eval_last=last_evals, reference=reference)
+        if out_dir is None:
+            out_dir = default_compare_out([s.path for s in result.scores if s.group != REFERENCE], by, metric.value)
         try:
             files = write_outputs(result, out_dir)
         except OSError as e:
             raise BtcliError(f"cannot write the comparison into '{out_dir}': {e.strerror or e}") from None
         if json_out:
             err.print(headline(result))
+            err.print(f"wrote {', '.join(p.name for p in files.values())} in {out_dir}", soft_wrap=True, markup=False)
             print(json.dumps(to_json(result, files), indent=2, allow_nan=False))
             return
         out.print(headline(result))
@@ -54,11 +86,25 @@ def compare(
         _fail(e)
 
 
+class Backend(str, Enum):
+    """Where a sweep's runs execute."""
+
+    local = "local"
+    ray = "ray"
+    slurm = "slurm"
+
+
 def sweep(
     grid: Path = typer.Argument(..., metavar="GRID.yaml", help="sweep file: out root and stages of grids"),
-    backend: str = typer.Option("local", help="local (subprocesses on this machine) | ray (one Ray task per run)"),
-    jobs: int | None = typer.Option(None, help="runs at once (local default: one per 2 CPU cores; ray: no limit)"),
+    backend: Backend = typer.Option(Backend.local, help="local (subprocesses on this machine) | ray (one Ray task "
+                                    "per run) | slurm (one Slurm job per run, through submitit)"),
+    jobs: int | None = typer.Option(None, help="runs at once (local default: one per 2 CPU cores; ray, slurm: no limit)"),
     address: str | None = typer.Option(None, help="Ray cluster address (default: start a local Ray instance)"),
+    partition: str | None = typer.Option(None, help="slurm: partition (or slurm.partition in the sweep file)"),
+    time_min: int | None = typer.Option(None, "--time", help="slurm: minutes per job (default 240; a longer run is "
+                                        "requeued and resumed)"),
+    cpus: int | None = typer.Option(None, help="slurm: CPUs per run, also its torch threads (default 2)"),
+    mem: float | None = typer.Option(None, help="slurm: GB of memory per run (default: the partition's)"),
     out_root: Path | None = typer.Option(None, "--out", help="root folder of the runs (overrides the file's 'out')"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the commands and what would run; run nothing"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no line per finished run"),
@@ -68,22 +114,33 @@ def sweep(
 
     try:
         from btcli.sweep import expand, load_sweep
-        from btcli.sweep_exec import BACKENDS, plan, run_sweep
+        from btcli.sweep_exec import plan, run_sweep
 
-        if backend not in BACKENDS:
-            raise BtcliError(f"unknown --backend '{backend}'; choose one of: {', '.join(BACKENDS)}")
+        backend = backend.value
         if jobs is not None and jobs < 1:
             raise BtcliError(f"--jobs must be at least 1, got {jobs}")
         spec = load_sweep(grid, out=out_root)
+        slurm = None
+        if backend == "slurm":
+            from btcli.sweep_slurm import check_slurm, slurm_options
+
+            slurm = slurm_options(spec.slurm, partition=partition, time=time_min, cpus=cpus, mem=mem)
+            if not dry_run:
+                check_slurm(slurm)
+        elif any(v is not None for v in (partition, time_min, cpus, mem)):
+            raise BtcliError("--partition, --time, --cpus and --mem apply to --backend slurm only")
         job_list = expand(spec)
         stages = list(dict.fromkeys(j.stage for j in job_list))
         if dry_run:
-            for job, action, task in plan(job_list, backend=backend, jobs=jobs):
+            if slurm is not None:
+                out.print(f"# {slurm.describe()}", soft_wrap=True, markup=False)
+            for job, action, task in plan(job_list, backend=backend, jobs=jobs, slurm=slurm):
                 line = f"# {job.stage}/{job.name}: {action}"
                 out.print(line if task is None else f"{line}\n{shlex.join(task.argv)}", soft_wrap=True, markup=False)
             out.print(f"{len(job_list)} runs in {len(stages)} stage(s); nothing was run (--dry-run)")
             return
-        err.print(f"sweep: {len(job_list)} runs in {len(stages)} stage(s) under {spec.out}, backend {backend}")
+        err.print(f"sweep: {len(job_list)} runs in {len(stages)} stage(s) under {spec.out}, backend {backend}"
+                  + (f" ({slurm.describe()})" if slurm is not None else ""), markup=False)
         counter = iter(range(1, len(job_list) + 1))
 
         def report(o) -> None:
@@ -94,7 +151,8 @@ def sweep(
                 err.print(f"[{next(counter)}/{len(job_list)}] {o.status}{resumed} {o.job.name}{took}{extra}",
                           markup=False)
 
-        outcomes, interrupted = run_sweep(job_list, backend=backend, jobs=jobs, address=address, report=report)
+        outcomes, interrupted = run_sweep(job_list, backend=backend, jobs=jobs, address=address, report=report,
+                                          slurm=slurm)
         out.print(_table(outcomes))
         _finish(outcomes, interrupted)
     except BtcliError as e:

@@ -127,6 +127,27 @@ class TransferConfig:
                               "(Q - mean over actions), a fresh head (ft_layers=torso) starts at Q = 0")
 
 
+WANDB_MODES = ("offline", "online")
+
+
+@dataclass
+class LogConfig:
+    """Optional TensorBoard / Weights & Biases copies of the CSV logs (metrics, train, eval).
+
+    The CSV files stay the record: a writer that is missing fails the start, one that fails
+    later is dropped with a warning, and ``btcli export-logs`` replays the CSVs at any time.
+    These keys change no number of the run, so a ``--resume`` may change them.
+    """
+
+    tensorboard: bool = _f(False, "also write TensorBoard event files to RUN/tensorboard/ (pip install 'btcli[tensorboard]')")
+    wandb: bool = _f(False, "also log to Weights & Biases, files in RUN/wandb/ (pip install 'btcli[wandb]')")
+    wandb_mode: str = _f("offline", "'offline' (no network; upload later with `wandb sync RUN/wandb/offline-run-*`) "
+                         "or 'online'")
+    wandb_project: str = _f("btcli", "W&B project")
+    wandb_entity: str = _f("", "W&B entity (team or user; empty: your default)")
+    wandb_group: str = _f("", "W&B group (empty: none)")
+
+
 @dataclass
 class RunConfig:
     """One training run: what `btcli transfer` (and later `pretrain`) resolves its options into."""
@@ -150,6 +171,7 @@ class RunConfig:
     explore: ExploreConfig = field(default_factory=ExploreConfig)
     intrinsic: IntrinsicConfig = field(default_factory=IntrinsicConfig)
     transfer: TransferConfig = field(default_factory=TransferConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
     def validate(self) -> None:
         """Raise ConfigError on values no run could use."""
@@ -166,6 +188,7 @@ class RunConfig:
             "transfer.eval_pretrained": (self.transfer.eval_pretrained, ("every", "final", "none")),
             "transfer.flights": (self.transfer.flights, ("auto", "random", "none")),
             "intrinsic.objective": (self.intrinsic.objective, ("none", *OBJECTIVES)),
+            "log.wandb_mode": (self.log.wandb_mode, WANDB_MODES),
         }
         for key, (value, allowed) in choices.items():
             if value not in allowed:

@@ -46,6 +46,7 @@ from btcli.runs import (
 )
 from btcli.runtime import configure_torch, precision_warning, resolve_device, seed_everything, tune_malloc
 from btcli.signals import recorded_signals
+from btcli.trackers import open_sink
 
 CHECKPOINT_FORMAT = 1
 RECENT_EPISODES = 100
@@ -297,9 +298,10 @@ class Trainer:
         self._t0 = time.monotonic()
         start_step = self.restore() if resume else 0
         c = self.counters
-        metrics = CsvLog(self.run.metrics_path, METRICS_COLUMNS)
-        train_log = CsvLog(self.run.train_path, TRAIN_COLUMNS)
-        eval_log = CsvLog(self.run.eval_path, EVAL_COLUMNS)
+        sink = open_sink(cfg, self.run, start_step, resumed=resume)  # TensorBoard / W&B copies (log.*)
+        metrics = CsvLog(self.run.metrics_path, METRICS_COLUMNS, sink=sink)
+        train_log = CsvLog(self.run.train_path, TRAIN_COLUMNS, sink=sink)
+        eval_log = CsvLog(self.run.eval_path, EVAL_COLUMNS, sink=sink)
         n = cfg.env.num_envs
         continued = self.episodes is not None
         if not continued:  # a fresh run, or a resume whose checkpoint could not hold its episodes
@@ -373,7 +375,7 @@ class Trainer:
             if signals:  # stopped during the final evaluation: the resume evaluates and finishes
                 self._interrupt("during the final evaluation")
         self.save_checkpoint()
-        for log in (metrics, train_log, eval_log):
+        for log in (metrics, train_log, eval_log, sink):
             log.close()
         summary = self._summary()
         self.run.write_summary(summary)

@@ -137,12 +137,15 @@ class CsvLog:
     A file written by an older btcli whose header is a prefix of ``columns`` (columns were only
     ever added at the end) is first rewritten with the new header, its rows padded with empty
     cells, so appended rows line up; any other header is refused.
-    """
 
-    def __init__(self, path: Path, columns: list[str], hint: str = "choose a writable --out"):
+    ``sink`` (a btcli.trackers.Sink) gets each batch of rows once it is on disk, under the
+    table name ``path.stem`` (TensorBoard / W&B copies; they never stop the CSV)."""
+
+    def __init__(self, path: Path, columns: list[str], hint: str = "choose a writable --out", sink=None):
         self.path = path
         self.columns = columns
         self.hint = hint
+        self.sink = sink
         new = not path.exists() or path.stat().st_size == 0
         if not new:
             _upgrade_header(path, columns)
@@ -157,6 +160,8 @@ class CsvLog:
         with disk_errors(str(self.path), self.hint):
             self._writer.writerows(rows)
             self._fh.flush()
+        if self.sink:
+            self.sink.write(self.path.stem, self.columns, rows)
 
     def close(self) -> None:
         self._fh.close()

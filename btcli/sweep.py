@@ -42,9 +42,9 @@ import yaml
 from btcli.errors import BtcliError
 
 STAGE_KEYS = ("name", "command", "grid", "args", "set", "run")
-TOP_KEYS = ("out", "stages")
+TOP_KEYS = ("out", "stages", "slurm")  # slurm: job resources of --backend slurm (btcli/sweep_slurm.py)
 # Options the sweep itself passes to every job; a grid may not set them.
-RESERVED = ("out", "resume", "quiet", "json", "json_out", "set", "set_", "help")
+RESERVED = ("out", "resume", "quiet", "json", "json_out", "set", "set_", "help", "print_config")
 BARE_KEYS = ("env", "env.id", "mode", "objective", "intrinsic.objective")
 LOGS = "logs"
 
@@ -84,6 +84,7 @@ class Sweep:
     out: Path
     stages: list[Stage]
     source: Path | None = None
+    slurm: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -179,7 +180,7 @@ def parse_sweep(data: Any, *, source: Path | None = None, out: Path | None = Non
         if run is not None and not isinstance(run, str):
             raise SweepError(f"{label}: 'run' must be a name template such as '{{stage}}-{{env}}-s{{seed}}'")
         stages.append(Stage(name, command, grid, args, sets, run))
-    return Sweep(out, stages, source)
+    return Sweep(out, stages, source, _mapping(data.get("slurm"), f"{where}: 'slurm'"))
 
 
 def load_sweep(path: str | os.PathLike, *, out: Path | None = None) -> Sweep:

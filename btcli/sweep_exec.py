@@ -1,4 +1,4 @@
-"""Running a sweep's jobs: local subprocesses or Ray tasks, idempotently.
+"""Running a sweep's jobs: local subprocesses, Ray tasks or Slurm jobs, idempotently.
 
 Each job is ``python -m btcli <command> ... --out RUN --quiet`` with its output appended to
 ``<out>/logs/<name>.log``. Before a stage starts, every job is classified from its directory:
@@ -26,7 +26,7 @@ import yaml
 from btcli.signals import PARENT_PID_ENV, recorded_signals
 from btcli.sweep import Job, SweepError
 
-BACKENDS = ("local", "ray")
+BACKENDS = ("local", "ray", "slurm")  # slurm: btcli/sweep_slurm.py
 POLL_S = 0.2
 
 # statuses of a job after the sweep
@@ -63,8 +63,11 @@ def _cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def threads_per_job(backend: str, jobs: int) -> int:
-    """Torch threads each job gets: the cores shared out between local jobs; 1 per Ray task."""
+def threads_per_job(backend: str, jobs: int, slurm=None) -> int:
+    """Torch threads each job gets: the cores shared out between local jobs; 1 per Ray task; a
+    Slurm job's CPUs (``slurm.cpus``)."""
+    if backend == "slurm":
+        return slurm.cpus if slurm is not None else 1
     return max(1, _cpus() // max(1, jobs)) if backend == "local" else 1
 
 
@@ -252,26 +255,34 @@ def run_ray(tasks: list[Task], address: str | None, threads: int, jobs: int | No
 
 
 def run_sweep(jobs_list: list[Job], *, backend: str = "local", jobs: int | None = None, address: str | None = None,
-              report: Callable[[Outcome], None] = lambda o: None) -> tuple[list[Outcome], bool]:
+              report: Callable[[Outcome], None] = lambda o: None, slurm=None,
+              executor=None) -> tuple[list[Outcome], bool]:
     """Run every job, stage after stage; returns (outcomes in job order, interrupted).
 
     Complete runs are skipped; a job whose arguments name the run directory of an earlier
-    job that did not complete is blocked.
+    job that did not complete is blocked. ``slurm``: the SlurmOptions of ``backend='slurm'``;
+    ``executor``: a submitit executor to use instead of the one they describe.
     """
     if backend not in BACKENDS:
         raise SweepError(f"unknown --backend '{backend}'; choose one of: {', '.join(BACKENDS)}")
     ray, started_ray = connect_ray(address) if backend == "ray" else (None, False)  # fail before anything runs
+    if backend == "slurm":
+        from btcli.sweep_slurm import SlurmOptions, check_slurm
+
+        slurm = slurm or SlurmOptions()
+        if executor is None:
+            check_slurm(slurm)  # fail before anything runs
     try:
-        return _run_stages(jobs_list, backend, jobs, address, report)
+        return _run_stages(jobs_list, backend, jobs, address, report, slurm, executor)
     finally:
         if started_ray:
             ray.shutdown()
 
 
 def _run_stages(jobs_list: list[Job], backend: str, jobs: int | None, address: str | None,
-                report: Callable[[Outcome], None]) -> tuple[list[Outcome], bool]:
+                report: Callable[[Outcome], None], slurm=None, executor=None) -> tuple[list[Outcome], bool]:
     n_jobs = jobs if jobs is not None else (default_jobs() if backend == "local" else None)
-    threads = threads_per_job(backend, n_jobs or 1)
+    threads = threads_per_job(backend, n_jobs or 1, slurm)
     results: dict[str, Outcome] = {}
     stages = list(dict.fromkeys(j.stage for j in jobs_list))
     interrupted = False
@@ -294,16 +305,23 @@ def _run_stages(jobs_list: list[Job], backend: str, jobs: int | None, address: s
             continue
         if backend == "local":
             outcomes, interrupted = run_local(todo, n_jobs or 1, report)
+        elif backend == "slurm":
+            from btcli.sweep_slurm import SLURM_DIR, make_executor, run_slurm
+
+            folder = todo[0].job.log.parent / SLURM_DIR
+            executor = executor if executor is not None else make_executor(slurm, folder)  # one for the sweep
+            outcomes, interrupted = run_slurm(todo, slurm, folder, n_jobs, report, executor=executor)
         else:
             outcomes, interrupted = run_ray(todo, address, threads, n_jobs, report)
         results |= {o.job.name: o for o in outcomes}
     return [results[j.name] for j in jobs_list], interrupted
 
 
-def plan(jobs_list: list[Job], *, backend: str = "local", jobs: int | None = None) -> list[tuple[Job, str, Task | None]]:
+def plan(jobs_list: list[Job], *, backend: str = "local", jobs: int | None = None,
+         slurm=None) -> list[tuple[Job, str, Task | None]]:
     """What a sweep would do, without running anything: (job, action, task) per job."""
     n_jobs = jobs if jobs is not None else (default_jobs() if backend == "local" else None)
-    threads = threads_per_job(backend, n_jobs or 1)
+    threads = threads_per_job(backend, n_jobs or 1, slurm)
     out = []
     for job in jobs_list:
         if is_complete(job):

@@ -40,9 +40,76 @@ def test_wrong_type(btcli, tmp_path):
     assert "config key 'agent.batch_size' expects int, got str 'big'" in line
 
 
-def test_bad_mode(btcli, tmp_path):
-    line = one_error_line(btcli("transfer", "--mode", "magic", "--out", str(tmp_path / "r")))
-    assert "unknown --mode 'magic'" in line
+def test_bad_choices_and_usage_errors_are_one_line(btcli, tmp_path):
+    """Choice options are enums (Click checks them, --help lists them); every usage error Click
+    raises is one `btcli: error:` line with exit code 2 instead of a boxed panel."""
+    cases = [
+        (("transfer", "--mode", "magic"), "invalid value for '--mode': 'magic' is not one of 'scratch', 'ez-greedy', "
+                                          "'ft', 'bt', 'bt+ft'; see 'btcli transfer --help'"),
+        (("pretrain", "--objective", "counts"), "invalid value for '--objective': 'counts' is not one of 'count'"),
+        (("finetune", "--layers", "head"), "invalid value for '--layers': 'head' is not one of 'all', 'torso'"),
+        (("transfer", "--device", "gpu"), "invalid value for '--device': 'gpu' is not one of 'auto', 'cpu', 'cuda'"),
+        (("compare", "runs", "--metric", "best"), "invalid value for '--metric': 'best' is not one of 'eval-last', 'eval-auc', 'eval', 'final', 'auc'"),
+        (("report", "runs", "--format", "jpg"), "invalid value for '--format': 'jpg' is not one of 'png', 'pdf', 'svg'"),
+        (("transfer", "--stepz", "3"), "no such option: --stepz"),
+        (("transfer", "--steps"), "option '--steps' requires an argument"),
+        (("evaluate",), "missing argument 'RUN'; see 'btcli evaluate --help'"),
+        (("trasnfer",), "no such command 'trasnfer'. Did you mean 'transfer'?"),
+    ]
+    for args, expected in cases:
+        proc = btcli(*args, "--out", str(tmp_path / "r")) if args[0] == "transfer" and len(args) > 2 else btcli(*args)
+        line = one_error_line(proc)
+        assert proc.returncode == 2 and expected in line, line
+        assert "╭" not in proc.stderr and "Usage:" not in proc.stderr
+    assert not (tmp_path / "r").exists()
+    assert "--steps" in one_error_line(btcli("transfer", "--stepz", "3"))  # Click's suggestion
+    helped = btcli("transfer", "--help")
+    assert helped.returncode == 0 and "scratch|ez-greedy|ft|bt|" in helped.stdout and "auto|cpu|cuda" in helped.stdout
+
+
+def test_shell_completion_offers_choices(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    env = dict(os.environ, PYTHONPATH=str(REPO), _BTCLI_COMPLETE="complete_bash", COMP_WORDS="btcli transfer --mode b",
+               COMP_CWORD="3")
+    proc = subprocess.run([sys.executable, "-m", "btcli"], capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.split() == ["bt", "bt+ft"], proc.stderr
+
+
+def test_print_config_prints_the_resolved_config_and_writes_nothing(btcli, tmp_path):
+    out = tmp_path / "r"
+    proc = btcli("transfer", "--env", "MiniGrid-Empty-5x5-v0", "--mode", "ez-greedy", "--set", "agent.n_step=5",
+                 "--out", str(out), "--print-config")
+    assert proc.returncode == 0, proc.stderr
+    cfg = yaml.safe_load(proc.stdout)
+    assert cfg["mode"] == "ez-greedy" and cfg["agent"]["n_step"] == 5
+    assert cfg["agent"]["lr"] == 5e-4 and cfg["env"]["num_envs"] == 4  # the MiniGrid preset, resolved
+    assert not out.exists() and not (tmp_path / "runs").exists()
+    saved = tmp_path / "c.yaml"
+    saved.write_text(proc.stdout)  # a valid --config file: the same config again
+    again = btcli("transfer", "--config", str(saved), "--print-config")
+    assert again.returncode == 0 and yaml.safe_load(again.stdout) == cfg
+    line = one_error_line(btcli("pretrain", "--env", "MiniGrid-Empty-5x5-v0", "--print-config"))
+    assert "pretrain needs an objective" in line  # the same checks as a real start
+
+
+def test_keys_show_defaults_and_presets(btcli):
+    proc = btcli("keys")
+    assert proc.returncode == 0
+    header, *rows = proc.stdout.splitlines()
+    assert header.split()[:6] == ["key", "default", "atari", "preset", "minigrid", "preset"]
+    lr = next(r for r in rows if r.startswith("agent.lr "))
+    assert lr.split()[:4] == ["agent.lr", "0.0001", "0.0001", "0.0005"] and "Adam learning rate" in lr
+    proc = btcli("keys", "--env", "MiniGrid-Empty-5x5-v0")
+    header, *rows = proc.stdout.splitlines()
+    assert header.split()[:4] == ["key", "default", "minigrid", "preset"]
+    assert next(r for r in rows if r.startswith("agent.reward_clip ")).split()[:3] == ["agent.reward_clip", "1.0", "0.0"]
+    assert next(r for r in rows if r.startswith("seed ")).split()[:2] == ["seed", "0"]
+    assert "did you mean: ALE/Breakout-v5" in one_error_line(btcli("keys", "--env", "breakout"))
 
 
 def test_existing_run_directory_is_not_touched(btcli, tmp_path):
@@ -153,7 +220,7 @@ def test_out_of_range_values_and_bad_paths_are_one_line(btcli, tmp_path):
         (("--set", "explore.eps_end=2"), "config key 'explore.eps_end' must be in [0, 1], got 2"),
         (("--set", "agent.learning_starts=-1"), "config key 'agent.learning_starts' must be >= 0"),
         (("--set", "agent.buffer_size=10"), "config key 'agent.buffer_size' is 10, below the 20 that 4 copies"),
-        (("--device", "gpu"), "config key 'device' is 'gpu'; choose one of: auto, cpu, cuda"),
+        (("--set", "device=gpu"), "config key 'device' is 'gpu'; choose one of: auto, cpu, cuda"),
     ]
     for extra, expected in cases:
         line = one_error_line(btcli("transfer", *grid, *extra, "--out", str(tmp_path / "r")))

@@ -133,7 +133,7 @@ def test_cli_errors(btcli, tmp_path):
     for args, text in [
         ((str(bad),), f"sweep file '{bad}' is not valid YAML at line"),
         ((str(tmp_path / "none.yaml"),), "does not exist"),
-        ((str(bad), "--backend", "slurm"), "unknown --backend 'slurm'; choose one of: local, ray"),
+        ((str(bad), "--backend", "pbs"), "invalid value for '--backend': 'pbs' is not one of 'local', 'ray', 'slurm'"),
     ]:
         proc = btcli("sweep", *args)
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
@@ -305,3 +305,112 @@ def test_ray_backend_matches_local(tmp_path):
         assert len(a) > 0
         s = json.loads((ray_job.run_dir / "summary.json").read_text())
         assert s["updates"] > 0  # past learning_starts: the networks were trained
+
+
+# ----------------------------------------------------------------------------- slurm backend
+
+
+def test_slurm_options_from_file_and_flags():
+    from btcli.sweep_slurm import slurm_options
+
+    opts = slurm_options({"partition": "cpu", "time": 30, "cpus": 4, "setup": ["module load python"]},
+                         partition="gpu", time=None, cpus=None, mem=16)
+    assert (opts.partition, opts.time, opts.cpus, opts.mem, opts.setup) == ("gpu", 30, 4, 16, ["module load python"])
+    assert opts.cluster == "slurm"
+    for section, message in [
+        ({"partiton": "x"}, "slurm: unknown key 'partiton'; did you mean 'partition'?"),
+        ({"time": "1:00:00"}, "slurm: 'time' must be int, got '1:00:00'"),
+        ({"cpus": 0}, "slurm: 'cpus' must be at least 1"),
+        ({"cluster": "pbs"}, "slurm: cluster 'pbs' is not one of: slurm, local"),
+    ]:
+        with pytest.raises(SweepError, match=message):
+            slurm_options(section)
+
+
+def test_slurm_backend_refusals(btcli, tmp_path, monkeypatch):
+    from btcli.sweep_slurm import SlurmOptions, make_executor
+
+    grid = write_grid(tmp_path / "g.yaml", tmp_path / "out", seeds=(0,))
+    env_path = os.environ.get("PATH", "")
+    if not any((Path(p) / "sbatch").exists() for p in env_path.split(os.pathsep) if p):
+        proc = btcli("sweep", str(grid), "--backend", "slurm")
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert proc.returncode == 2 and len(lines) == 1
+        assert "--backend slurm: no Slurm on this machine (sbatch not found)" in lines[0]
+        assert not (tmp_path / "out").exists()
+    proc = btcli("sweep", str(grid), "--partition", "gpu")
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and "apply to --backend slurm only" in lines[0]
+    monkeypatch.setitem(sys.modules, "submitit", None)  # import submitit -> ImportError
+    with pytest.raises(SweepError, match=r"--backend slurm needs submitit: pip install 'btcli\[slurm\]'"):
+        make_executor(SlurmOptions(cluster="local"), tmp_path / "slurm")
+
+
+@pytest.mark.slow
+def test_slurm_backend_matches_local(tmp_path):
+    """Six runs through submitit's local executor give the local backend's numbers, and a rerun
+    skips finished runs and resumes unfinished ones, as with every backend."""
+    pytest.importorskip("submitit")
+    from btcli.sweep_slurm import SlurmOptions
+
+    grids = {}
+    for backend in ("local", "slurm"):
+        spec = write_grid(tmp_path / f"{backend}.yaml", tmp_path / backend, seeds=(0, 1, 2),
+                          args={"steps": 400, "agent.learning_starts": 100, "train_log_every": 100},
+                          sets={"agent.lr": [1e-4, 5e-4]})
+        grids[backend] = expand(load_sweep(spec))
+    assert len(grids["slurm"]) == 6
+    outcomes, interrupted = run_sweep(grids["local"], backend="local", jobs=2)
+    assert not interrupted and [o.status for o in outcomes] == ["done"] * 6
+    opts = SlurmOptions(cluster="local", cpus=1)
+    outcomes, interrupted = run_sweep(grids["slurm"], backend="slurm", jobs=2, slurm=opts)
+    assert not interrupted and [o.status for o in outcomes] == ["done"] * 6, [o.note for o in outcomes]
+    for local_job, slurm_job in zip(grids["local"], grids["slurm"]):
+        assert local_job.name == slurm_job.name
+        assert "(slurm job " in slurm_job.log.read_text()
+        for name in ("metrics.csv", "train.csv", "eval.csv"):
+            a, b = pd.read_csv(local_job.run_dir / name), pd.read_csv(slurm_job.run_dir / name)
+            drop = ["time", "sps"] if name == "train.csv" else ["time"]
+            pd.testing.assert_frame_equal(a.drop(columns=drop, errors="ignore"), b.drop(columns=drop, errors="ignore"))
+            assert len(a) > 0
+        assert json.loads((slurm_job.run_dir / "summary.json").read_text())["updates"] > 0
+    assert list((tmp_path / "slurm" / "logs" / "slurm").glob("*_0_log.out"))  # submitit's own files
+
+    # idempotent: finished runs are skipped; an unfinished one is resumed
+    (grids["slurm"][1].run_dir / "summary.json").unlink()
+    outcomes, _ = run_sweep(grids["slurm"], backend="slurm", slurm=opts)
+    assert [o.status for o in outcomes] == ["skipped", "done", "skipped", "skipped", "skipped", "skipped"]
+    assert outcomes[1].resumed and grids["slurm"][1].log.read_text().count("--resume") == 1
+
+
+@pytest.mark.slow
+def test_slurm_job_at_its_time_limit_checkpoints_and_resubmits_resuming(tmp_path):
+    """What submitit calls before a requeue: the run stops with a checkpoint, and the resubmitted
+    job continues it with --resume to the end."""
+    import threading
+
+    from btcli.sweep_exec import _child_env
+    from btcli.sweep_slurm import SlurmRun
+
+    run = tmp_path / "r"
+    argv = [sys.executable, "-m", "btcli", "transfer", "--env", EMPTY, "--steps", "4000", "--set", "threads=1",
+            "--set", "eval_episodes=0", "--out", str(run), "--quiet"]
+    body = SlurmRun(argv, str(tmp_path / "logs" / "r.log"), {"PYTHONPATH": _child_env()["PYTHONPATH"]}, str(run))
+    result = {}
+    thread = threading.Thread(target=lambda: result.setdefault("first", body()))
+    thread.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        m = run / "metrics.csv"
+        if m.exists() and len(m.read_text().splitlines()) > 3:
+            break
+        time.sleep(0.05)
+    again = body.checkpoint().function
+    thread.join(timeout=60)
+    assert result["first"][0] == 130 and not (run / "summary.json").exists()
+    assert RunDir(run).latest_checkpoint() is not None
+    assert again.argv == [*argv, "--resume"]
+    rc, _ = again()
+    assert rc == 0 and json.loads((run / "summary.json").read_text())["steps"] == 4000
+    log = (tmp_path / "logs" / "r.log").read_text()
+    assert "checkpoint saved" in log and log.count("(slurm job ") == 2
