@@ -10,8 +10,13 @@ layout serves every task (transfer with ``transfer.allow_other_env``):
 - ``MiniGrid-SmallFourRoomsFar-v0``: start in the top-left corner, goal in the far corner of
   the bottom-right room, two doorways away: a sparse reward that needs structured exploration.
 - ``MiniGrid-SmallFourRoomsNear-v0``: the same start, the goal two cells away in the start
-  room. A coverage policy leaves that room, so pre-trained behaviour is *misaligned* with this
-  reward (METHOD.md): BT should at least not hurt.
+  room. (Once called misaligned; it is not: a coverage policy sweeps its start room first and
+  steps on this goal in almost every episode.)
+- ``MiniGrid-SmallFourRoomsMisaligned-v0``: the same start, the goal on the cell the pre-trained
+  coverage policies of experiments/bt_minigrid reach least often: measured, before any transfer
+  run, by experiments/bt_minigrid/visitation.py over all 67 cells (results/visitation.json). Their
+  zero-shot return there is near 0 while the goal is 9 steps from the start: the pre-trained
+  behaviour is *misaligned* with this reward by construction (METHOD.md).
 
 Rewards are MiniGrid's ``1 - 0.9 * steps / max_steps`` on reaching the goal; ``max_steps`` 200.
 """
@@ -32,6 +37,8 @@ TASKS = {
     "MiniGrid-SmallFourRooms-v0": {},
     "MiniGrid-SmallFourRoomsFar-v0": {"agent_pos": START, "goal_pos": (SIZE - 2, SIZE - 2)},
     "MiniGrid-SmallFourRoomsNear-v0": {"agent_pos": START, "goal_pos": (3, 2)},
+    # the lowest mean zero-shot return of π_p seeds 0-4 (0.082; per seed 0.08 0 0 0.33 0)
+    "MiniGrid-SmallFourRoomsMisaligned-v0": {"agent_pos": START, "goal_pos": (8, 3)},
 }
 
 
