@@ -230,7 +230,7 @@ class Trainer:
             for log in (self.run.metrics_path, self.run.train_path, self.run.eval_path):
                 truncate_csv_after(log, 0)
             return 0
-        state = load_checkpoint(path, map_location=str(self.device))
+        state = load_checkpoint(path, map_location=str(self.device), env_state=True)  # its own episodes
         ident = checkpoint_identity(self.cfg, self.env)
         for key, value in ident.items():
             if state.get(key) != value:
