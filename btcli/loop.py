@@ -36,7 +36,7 @@ from btcli.runs import (
     load_checkpoint,
     truncate_csv_after,
 )
-from btcli.runtime import configure_torch, precision_warning, resolve_device, seed_everything, tune_malloc
+from btcli.runtime import precision_warning, resolve_device, seed_everything
 from btcli.signals import recorded_signals
 
 CHECKPOINT_FORMAT = 1
@@ -106,9 +106,8 @@ class Trainer:
         self.cfg = cfg
         self.run = run
         self.show_progress = progress
-        tune_malloc()
+        # process-wide settings (threads, malloc) are the caller's: btcli.process.configure_process
         self.device = resolve_device(cfg.device)
-        configure_torch(cfg.threads)
         self.rng = seed_everything(cfg.seed)
         self.env = make_vec_env(cfg.env, seed=cfg.seed)
         a = cfg.agent
