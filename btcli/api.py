@@ -114,8 +114,11 @@ def train(config: Any, out: str | os.PathLike, *, command: str | None = None, re
             if prepared is None:  # a resumed run that had already finished
                 summary = json.loads((Path(out) / "summary.json").read_text())
             else:
-                trainer, _run = prepared
-                summary = trainer.train(resume=resume)
+                trainer, run = prepared
+                try:
+                    summary = trainer.train(resume=resume)
+                finally:
+                    run.unlock()  # the CLI holds it until it exits; a notebook may train this run again
     finally:
         sys.argv = argv
     from btcli.runs import RunDir

@@ -218,7 +218,23 @@ def _threads(overrides: dict[str, Any], out: Path | None, resume: bool) -> int:
 
 def _prepare_run(overrides: dict[str, Any], out: Path | None, resume: bool, json_out: bool, quiet: bool):
     """The trainer of a new or resumed run, with its directory locked; None when a resumed run is
-    already complete. A new run's directory is removed again if the trainer cannot be built."""
+    already complete. A new run's directory is removed again if the trainer cannot be built, and
+    the lock is released whenever no trainer is returned (``btcli.train`` may try again in-process)."""
+    held: list = []
+    try:
+        prepared = _prepare_locked(overrides, out, resume, json_out, quiet, held)
+    except BaseException:
+        for run in held:
+            run.unlock()
+        raise
+    if prepared is None:
+        for run in held:
+            run.unlock()
+    return prepared
+
+
+def _prepare_locked(overrides: dict[str, Any], out: Path | None, resume: bool, json_out: bool, quiet: bool,
+                    held: list):
     from btcli.envs import resolve_env_id
     from btcli.loop import Trainer
     from btcli.runs import RunDir
@@ -235,6 +251,7 @@ def _prepare_run(overrides: dict[str, Any], out: Path | None, resume: bool, json
                              f"btcli {cfg.command} --resume --out {out}")
         run = RunDir.open_existing(out)
         run.lock()
+        held.append(run)
         done = run.steps_done()
         if cfg.steps < done:
             raise BtcliError(f"--steps {cfg.steps} is below the {done} steps run '{out}' has done; "
@@ -265,6 +282,7 @@ def _prepare_run(overrides: dict[str, Any], out: Path | None, resume: bool, json
         if not resume:
             run = RunDir.create(out, to_dict(cfg), sys.argv)
             run.lock()
+            held.append(run)
         return Trainer(cfg, run, progress=not quiet, pretrained=pretrained), run
     except BaseException as e:
         if fresh:  # nothing was trained: leave nothing that only --resume could reopen

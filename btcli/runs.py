@@ -226,6 +226,13 @@ class RunDir:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._lock_fd = fd
 
+    def unlock(self) -> None:
+        """Free the run for another process (or a later call in this one, e.g. ``btcli.train``)."""
+        fd = getattr(self, "_lock_fd", None)
+        if fd is not None:
+            self._lock_fd = None
+            os.close(fd)  # closing the only descriptor releases the flock
+
     @classmethod
     def open_existing(cls, path: str | Path, resuming: bool = True) -> RunDir:
         """Open a run directory for resuming (or, ``resuming=False``, for reading)."""
