@@ -177,6 +177,14 @@ def _num(v: Any) -> str:
     return "n/a" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
 
 
+def _scores_note(src: dict[str, Any], scores: dict[str, Any]) -> str:
+    if not src["finished"]:
+        return " (none: the run was unfinished when exported)"
+    if scores.get("steps") is not None and scores["steps"] != src["step"]:
+        return f" (the finished run's figures, at step {scores['steps']}: not this step-{src['step']} checkpoint's)"
+    return " (the finished run's figures, at this checkpoint's step)"
+
+
 def model_card(spec: dict[str, Any], sha256: str) -> str:
     """The export's README.md: what it is, how well it did, where it came from, how to use it."""
     src, net, obs, env = spec["source"], spec["network"], spec["observation"], spec["env"]
@@ -200,7 +208,7 @@ def model_card(spec: dict[str, Any], sha256: str) -> str:
         f"last {_num(s.get('final_return_episodes'))} episodes; evaluation return {_num(s.get('eval_return_mean'))} "
         f"± {_num(s.get('eval_return_std'))} over {_num(s.get('eval_episodes'))} episodes"
         + (f"; distinct cells/rooms over the run {s['coverage_total']}" if s.get("coverage_total") is not None else "")
-        + (" (scores are those of the finished run)" if src["finished"] else " (none: the run was unfinished)"),
+        + _scores_note(src, s),
         f"- **Network**: DQN, torso `{net['torso_resolved']}`, hidden {net['hidden']}, dueling {net['dueling']}, "
         f"{net['parameters']:,} parameters, {net['num_outputs']} actions: {', '.join(spec['actions']['meanings'])}",
         f"- **Observation**: {obs['encoding']}",
