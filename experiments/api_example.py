@@ -1,6 +1,6 @@
 """btcli from Python, as in a notebook: train small runs, load them into pandas, compare, export.
 
-    .venv/bin/python experiments/api_example.py                  # ~1 minute on 2 CPU cores
+    .venv/bin/python experiments/api_example.py                  # four 6 000-step MiniGrid runs
     .venv/bin/python experiments/api_example.py --steps 600 --out /tmp/api-demo
 
 Each cell below is what you would type into a notebook. Rerunning it continues or reuses the
