@@ -21,6 +21,7 @@ def time_btcli_loop(overrides: dict[str, Any], warmup: int, measure: int) -> dic
 
     from btcli.config import build_config, to_dict
     from btcli.loop import Trainer
+    from btcli.process import configure_process
     from btcli.runs import RunDir
 
     cfg = build_config({
@@ -30,6 +31,7 @@ def time_btcli_loop(overrides: dict[str, Any], warmup: int, measure: int) -> dic
     } | overrides)
     with tempfile.TemporaryDirectory() as tmp:
         run = RunDir.create(Path(tmp) / "run", to_dict(cfg), ["benchmark"])
+        configure_process(cfg.threads)  # as the CLI does before its Trainer
         trainer = Trainer(cfg, run, progress=False)
         trainer.train()
         rows = pd.read_csv(run.train_path)

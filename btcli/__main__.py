@@ -1,3 +1,3 @@
-from btcli.cli import main
+from btcli.process import main
 
 main()

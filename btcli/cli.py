@@ -132,7 +132,8 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress outpu
 PrintConfigOpt = Annotated[bool, typer.Option("--print-config", help="print the resolved config as YAML and exit; "
                                               "nothing is run or written")]
 PretrainedOpt = Annotated[Path | None, typer.Option(
-    "--pretrained", help="pre-trained run directory (or a checkpoints/step_* folder of one); modes ft, bt, bt+ft")]
+    "--pretrained", help="pre-trained run directory (or a checkpoints/step_* folder of one, or a `btcli export` "
+    "folder); modes ft, bt, bt+ft")]
 
 
 @app.command()
@@ -212,7 +213,12 @@ def _train(overrides: dict[str, Any], out: Path | None, resume: bool, json_out: 
     if print_config:
         _print_config(overrides, out, resume)
         return
+    from btcli.process import configure_process
+    from btcli.signals import die_with_parent
+
+    die_with_parent()
     try:
+        configure_process(_threads(overrides, out, resume))
         prepared = _prepare_run(overrides, out, resume, json_out, quiet)
     except KeyboardInterrupt:  # training handles its own signals; before it, only this says what happened
         raise Interrupted("interrupted before training " + ("resumed; the run is as it was" if resume else
@@ -247,16 +253,42 @@ def _print_config(overrides: dict[str, Any], out: Path | None, resume: bool) -> 
     print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
 
 
+def _threads(overrides: dict[str, Any], out: Path | None, resume: bool) -> int:
+    """The run's ``threads`` key (a resumed run keeps its saved one) for configure_process."""
+    value = overrides.get("threads")
+    if resume and out is not None and (out / "config.yaml").is_file():
+        from btcli.runs import RunDir
+
+        value = RunDir(out).read_config().get("threads", value)
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0  # a malformed value: the config check names it next
+
+
 def _prepare_run(overrides: dict[str, Any], out: Path | None, resume: bool, json_out: bool, quiet: bool):
     """The trainer of a new or resumed run, with its directory locked; None when a resumed run is
-    already complete. A new run's directory is removed again if the trainer cannot be built."""
+    already complete. A new run's directory is removed again if the trainer cannot be built, and
+    the lock is released whenever no trainer is returned (``btcli.train`` may try again in-process)."""
+    held: list = []
+    try:
+        prepared = _prepare_locked(overrides, out, resume, json_out, quiet, held)
+    except BaseException:
+        for run in held:
+            run.unlock()
+        raise
+    if prepared is None:
+        for run in held:
+            run.unlock()
+    return prepared
+
+
+def _prepare_locked(overrides: dict[str, Any], out: Path | None, resume: bool, json_out: bool, quiet: bool,
+                    held: list):
     from btcli.envs import resolve_env_id
     from btcli.loop import Trainer
     from btcli.runs import RunDir
     from btcli.runtime import resolve_device
-    from btcli.signals import die_with_parent
-
-    die_with_parent()
     from btcli.trackers import require as require_loggers
 
     pretrained = None
@@ -271,6 +303,7 @@ def _prepare_run(overrides: dict[str, Any], out: Path | None, resume: bool, json
                              f"btcli {cfg.command} --resume --out {out}")
         run = RunDir.open_existing(out)
         run.lock()
+        held.append(run)
         done = run.steps_done()
         require_loggers(cfg.log)
         if cfg.steps < done:
@@ -303,6 +336,7 @@ def _prepare_run(overrides: dict[str, Any], out: Path | None, resume: bool, json
         if not resume:
             run = RunDir.create(out, to_dict(cfg), sys.argv)
             run.lock()
+            held.append(run)
         return Trainer(cfg, run, progress=not quiet, pretrained=pretrained), run
     except BaseException as e:
         if fresh:  # nothing was trained: leave nothing that only --resume could reopen
@@ -376,6 +410,28 @@ def evaluate(
                       f"{result['episodes']} episodes (epsilon {result['epsilon']})")
             if result.get("video"):
                 out.print(f"video: {result['video']}")
+    except BtcliError as e:
+        _fail(e)
+
+
+@app.command()
+def export(
+    run_dir: Path = typer.Argument(..., metavar="RUN", help="a run directory"),
+    out_dir: Path = typer.Option(..., "--out", help="folder to write (must not exist or be empty)"),
+    checkpoint: str | None = typer.Option(None, help="checkpoint folder or step (default: the newest complete one)"),
+    json_out: bool = typer.Option(False, "--json", help="print policy.json and the export's SHA-256 as JSON on stdout"),
+) -> None:
+    """Export a run's network as a shareable policy: safetensors weights, policy.json, a model card."""
+    try:
+        from btcli.export import export_run
+
+        done = export_run(run_dir, out_dir, checkpoint=checkpoint)
+        if json_out:
+            print(json.dumps({"path": str(done.path), "sha256": done.sha256, "policy": done.spec}, indent=2))
+        else:
+            src = done.spec["source"]
+            out.print(f"exported {src['checkpoint']} (step {src['step']}) of '{run_dir}' to '{done.path}': "
+                      f"policy.json SHA-256 {done.sha256}", soft_wrap=True)
     except BtcliError as e:
         _fail(e)
 

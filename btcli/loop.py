@@ -44,7 +44,7 @@ from btcli.runs import (
     load_checkpoint,
     truncate_csv_after,
 )
-from btcli.runtime import configure_torch, precision_warning, resolve_device, seed_everything, tune_malloc
+from btcli.runtime import precision_warning, resolve_device, seed_everything
 from btcli.signals import recorded_signals
 from btcli.trackers import open_sink
 
@@ -115,9 +115,8 @@ class Trainer:
         self.cfg = cfg
         self.run = run
         self.show_progress = progress
-        tune_malloc()
+        # process-wide settings (threads, malloc) are the caller's: btcli.process.configure_process
         self.device = resolve_device(cfg.device)
-        configure_torch(cfg.threads)
         self.rng = seed_everything(cfg.seed)
         self.env = make_vec_env(cfg.env, seed=cfg.seed)
         a = cfg.agent
@@ -243,7 +242,7 @@ class Trainer:
             for log in (self.run.metrics_path, self.run.train_path, self.run.eval_path):
                 truncate_csv_after(log, 0)
             return 0
-        state = load_checkpoint(path, map_location=str(self.device))
+        state = load_checkpoint(path, map_location=str(self.device), env_state=True)  # its own episodes
         ident = checkpoint_identity(self.cfg, self.env)
         for key, value in ident.items():
             if state.get(key) != value:

@@ -50,6 +50,7 @@ class Pretrained:
             "command": s.get("command"), "objective": s.get("objective"), "step": int(s["step"]),
             "env_id": s["env_id"], "obs_shape": list(s["obs_shape"]), "num_actions": int(s["num_actions"]),
             "visited_marks": bool(s.get("visited_marks", False)),
+            **({"kind": "export", "export": s["export"]} if "export" in s else {}),
         }
 
     def check_task(self, identity: dict[str, Any], *, allow_other_env: bool) -> None:
@@ -108,7 +109,12 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
 
 
 def load_pretrained(path: str | Path, *, sha256: str | None = None, device: str = "cpu") -> Pretrained:
-    """Load and verify a pre-trained checkpoint; with ``sha256``, insist on exactly that content."""
+    """Load and verify a pre-trained checkpoint (or a ``btcli export`` folder); with ``sha256``,
+    insist on exactly that content."""
+    from btcli.export import is_export
+
+    if is_export(path):
+        return _from_export(Path(path), sha256=sha256, device=device)
     run, checkpoint = resolve_checkpoint(path)
     try:
         state = load_checkpoint(checkpoint, map_location=device)
@@ -120,6 +126,34 @@ def load_pretrained(path: str | Path, *, sha256: str | None = None, device: str 
         raise PretrainedError(f"pre-trained checkpoint '{checkpoint}' changed since this run started (content hash "
                               f"{state['checkpoint_sha256'][:12]}..., recorded {sha256[:12]}...); restore it or start a new run")
     return Pretrained(run=run, checkpoint=checkpoint, state=state)
+
+
+def _from_export(path: Path, *, sha256: str | None, device: str) -> Pretrained:
+    """An export folder as a pre-trained checkpoint: its policy.json gives the facts a checkpoint
+    holds, its safetensors the online weights; its identity is the SHA-256 of policy.json."""
+    from btcli.export import ExportError, read_export
+
+    try:
+        export = read_export(path)
+    except ExportError as e:
+        raise PretrainedError(f"pre-trained export: {e}") from None
+    if sha256 is not None and export.sha256 != sha256:
+        raise PretrainedError(f"pre-trained export '{path}' changed since this run started (policy.json SHA-256 "
+                              f"{export.sha256[:12]}..., recorded {sha256[:12]}...); restore it or start a new run")
+    spec = export.spec
+    net, obs, src = spec["network"], spec["observation"], spec["source"]
+    state = {
+        "checkpoint_sha256": export.sha256,
+        "config": {"agent": {"torso": net["torso"], "hidden": net["hidden"], "dueling": net["dueling"],
+                             "channels_last": False}},
+        "learner": {"online": {k: v.to(device) for k, v in export.weights.items()}},
+        "command": src.get("command"), "objective": src.get("objective"), "step": int(src["step"]),
+        "env_id": spec["env"]["id"], "obs_shape": list(obs["shape"]), "num_actions": int(spec["actions"]["count"]),
+        "action_meanings": list(spec["actions"]["meanings"]), "visited_marks": bool(obs.get("visited_marks")),
+        "export": {"source_run": src.get("run"), "source_checkpoint": src.get("checkpoint"),
+                   "source_sha256": src.get("checkpoint_sha256"), "weights_sha256": spec["weights"]["sha256"]},
+    }
+    return Pretrained(run=path, checkpoint=path, state=state)
 
 
 def copy_weights(target: QNetwork, source_state: dict[str, torch.Tensor], layers: str, extra_actions: int = 0

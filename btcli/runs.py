@@ -255,6 +255,13 @@ class RunDir:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._lock_fd = fd
 
+    def unlock(self) -> None:
+        """Free the run for another process (or a later call in this one, e.g. ``btcli.train``)."""
+        fd = getattr(self, "_lock_fd", None)
+        if fd is not None:
+            self._lock_fd = None
+            os.close(fd)  # closing the only descriptor releases the flock
+
     @classmethod
     def open_existing(cls, path: str | Path, resuming: bool = True) -> RunDir:
         """Open a run directory for resuming (or, ``resuming=False``, for reading)."""
@@ -317,6 +324,8 @@ class RunDir:
         """Write ``state`` under checkpoints/step_<step>/, marked complete only once fully on disk."""
         import torch
 
+        from btcli.safeio import to_plain
+
         final = self.checkpoints_path / f"step_{step:012d}"
         tmp = self.checkpoints_path / f".tmp_step_{step:012d}"
         with disk_errors(f"checkpoint {final}"):
@@ -324,7 +333,7 @@ class RunDir:
                 shutil.rmtree(tmp, ignore_errors=True)
                 tmp.mkdir(parents=True)
                 with open(tmp / CHECKPOINT_FILE, "wb") as fh:  # a Python file: write errors keep their errno
-                    torch.save(state, fh)
+                    torch.save(to_plain(state), fh)  # numpy as tensors: loads with weights_only=True
                     fh.flush()
                     os.fsync(fh.fileno())
                 marker = {"step": step, "sha256": sha256_file(tmp / CHECKPOINT_FILE)}
@@ -353,17 +362,39 @@ class RunDir:
         return done[-1] if done else None
 
 
-def load_checkpoint(path: Path, map_location: str = "cpu") -> dict[str, Any]:
-    """Load a complete checkpoint folder, verifying its content hash."""
-    import torch
+def load_checkpoint(path: Path, map_location: str = "cpu", *, env_state: bool = False) -> dict[str, Any]:
+    """Load a complete checkpoint folder, verifying its content hash, without running code from it.
+
+    The file is read by ``torch.load(weights_only=True)`` (see :mod:`btcli.safeio`); one that
+    asks for any other Python object is refused with one line. Its environment snapshots
+    (``state["episodes"]``: pickled MiniGrid objects and ALE states) are dropped unless
+    ``env_state``, which only a run's own resume passes: nothing unpickles them from another
+    run's checkpoint (a pre-trained run, an evaluated one).
+    """
+    from btcli.safeio import UnsafeCheckpointError, safe_torch_load
 
     marker_path = path / CHECKPOINT_MARKER
     if not marker_path.exists():
         raise RunDirError(f"checkpoint '{path}' is incomplete (no {CHECKPOINT_MARKER} marker); use an earlier one")
-    marker = json.loads(marker_path.read_text())
-    if sha256_file(path / CHECKPOINT_FILE) != marker["sha256"]:
+    try:
+        marker = json.loads(marker_path.read_text())
+        expected = str(marker["sha256"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise RunDirError(f"checkpoint '{path}' has a damaged {CHECKPOINT_MARKER} marker; use an earlier one") from None
+    if sha256_file(path / CHECKPOINT_FILE) != expected:
         raise RunDirError(f"checkpoint '{path}' is corrupt (content hash mismatch); use an earlier one")
-    state = torch.load(path / CHECKPOINT_FILE, map_location=map_location, weights_only=False)
-    state["checkpoint_sha256"] = marker["sha256"]
+    try:
+        state = safe_torch_load(path / CHECKPOINT_FILE, map_location=map_location)
+    except UnsafeCheckpointError as e:
+        raise RunDirError(f"checkpoint '{path}' asks to build the Python object '{e.name}', which btcli never "
+                          "writes; it was not loaded, since that could run code from the file; use a checkpoint "
+                          "that btcli wrote") from None
+    except (RuntimeError, EOFError, ValueError) as e:
+        raise RunDirError(f"checkpoint '{path}' cannot be read ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                          "use an earlier one") from None
+    if not isinstance(state, dict):
+        raise RunDirError(f"checkpoint '{path}' does not hold a btcli state; use a checkpoint that btcli wrote")
+    if not env_state:
+        state.pop("episodes", None)
+    state["checkpoint_sha256"] = expected
     return state
-

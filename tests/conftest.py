@@ -25,9 +25,18 @@ def btcli():
 
 @pytest.fixture(autouse=True, scope="session")
 def _numpy_blas_on_one_thread():
-    """Tests that step envs without a Trainer run numpy's BLAS as every btcli process does
-    (runtime.configure_torch): on one thread, which a 2-core CI machine needs (see there)."""
+    """The test process runs as every btcli training process does (btcli.process.configure_process,
+    which the Trainer no longer calls itself): numpy's BLAS on one thread, which a 2-core CI
+    machine needs (see runtime.configure_torch), torch on the one thread the tests' configs ask
+    for, malloc tuned."""
+    import torch
     from threadpoolctl import threadpool_limits
 
+    from btcli.runtime import tune_malloc
+
+    tune_malloc()
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
     with threadpool_limits(1, user_api="blas"):
         yield
+    torch.set_num_threads(before)

@@ -285,11 +285,17 @@ class QNetwork(nn.Module):
         return self.q_from_encoded(self.torso.encode(obs))
 
 
+def resolve_torso(obs_shape: tuple[int, ...], torso: str) -> str:
+    """The torso ``'auto'`` stands for: ``cnn`` for 84x84 frame stacks, else ``mlp``."""
+    if torso != "auto":
+        return torso
+    return "cnn" if len(obs_shape) == 3 and obs_shape[-1] == obs_shape[-2] == 84 else "mlp"
+
+
 def build_q_network(obs_shape: tuple[int, ...], num_actions: int, *, torso: str = "auto",
                     hidden: int = 256, dueling: bool = True, channels_last: bool = False) -> QNetwork:
     """The Q-network for an observation shape: CNN for frame stacks, MLP for grids and vectors (or ``gridconv``)."""
-    if torso == "auto":
-        torso = "cnn" if len(obs_shape) == 3 and obs_shape[-1] == obs_shape[-2] == 84 else "mlp"
+    torso = resolve_torso(obs_shape, torso)
     if torso == "cnn":
         body: nn.Module = NatureCNN(obs_shape[0])
     elif torso == "gridconv":
