@@ -120,7 +120,7 @@ class TransferConfig:
     kickstart: float = _f(0.0, "ft, bt, bt+ft: initial weight of a large-margin loss pulling the learner's greedy "
                           "action toward π_p's on replayed states (DQfD's margin loss; 0: off), decayed "
                           "linearly to 0 over kickstart_steps")
-    kickstart_steps: int = _f(40_000, "environment steps over which the kickstart weight decays to 0")
+    kickstart_steps: int = _f(40_000, "environment steps over which the kickstart weight decays to 0 (0: it stays constant)")
     kickstart_margin: float = _f(0.05, "margin of the kickstart loss: Q of π_p's action must exceed the others by it")
     ft_zero_values: bool = _f(True, "ft, bt+ft: start fine-tuning with state values of 0, not on the pre-training "
                               "reward's scale: the copied head keeps only its differences between actions "

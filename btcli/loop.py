@@ -408,8 +408,11 @@ class Trainer:
             c.next_target_sync += a.target_update
 
     def kickstart_weight(self) -> float:
-        """The kickstart loss weight now: ``transfer.kickstart`` decayed linearly to 0 over ``kickstart_steps``."""
+        """The kickstart loss weight now: ``transfer.kickstart`` decayed linearly to 0 over
+        ``kickstart_steps``, or constant when that is 0."""
         t = self.cfg.transfer
+        if t.kickstart_steps == 0:
+            return t.kickstart
         return linear_schedule(t.kickstart, 0.0, t.kickstart_steps, self.counters.env_steps)
 
     def _kickstart(self, obs: torch.Tensor) -> tuple:

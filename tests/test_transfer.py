@@ -289,6 +289,10 @@ def test_kickstart_pulls_the_greedy_policy_toward_pi_and_decays(tmp_path, pretra
     demo, weight = kicked._kickstart(torch.from_numpy(kicked.replay.sample(4).obs))
     assert float(weight) == 0.0 and demo.shape == (4,)
     assert plain._kickstart(torch.zeros(1)) == ()
+    constant = make(tmp_path, "bt", pretrained_run, name="constant", **{"transfer.kickstart": 0.1,
+                                                                       "transfer.kickstart_steps": 0})
+    constant.counters.env_steps = 10**7
+    assert constant.kickstart_weight() == 0.1
 
 
 def test_kickstart_needs_a_pretrained_mode():
