@@ -53,15 +53,6 @@ def handing_off(act: Actor, pretrained: Actor, handoff: int) -> Actor:
     return policy
 
 
-# who flies each mode's flights (METHOD.md's table); transfer.flights may give an ft run random ones
-MODE_FLIGHTS = {"scratch": "none", "ez-greedy": "random", "ft": "none", "bt": "pretrained", "bt+ft": "pretrained"}
-
-
-def flight_source(mode: str, flights: str = "auto") -> str:
-    """The FlightSpec source of a mode: its own ('auto'), or the one ``flights`` names."""
-    return MODE_FLIGHTS[mode] if flights == "auto" else flights
-
-
 def capped_zeta(rng: np.random.Generator, mu: float, cap: int, size: int) -> np.ndarray:
     """Flight durations n ~ zeta(mu), P(n) = n^-mu / ζ(mu) for n >= 1, capped at ``cap``.
 

@@ -14,13 +14,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 from btcli.config import (
     ATARI_PRESET,
     MINIGRID_PRESET,
     OBJECTIVES,
-    TRANSFER_MODES,
     RunConfig,
     all_keys,
     build_config,
@@ -31,15 +29,14 @@ from btcli.config import (
     preset_for,
     to_dict,
 )
+from btcli.console import err, fail, out
 from btcli.errors import BtcliError, Interrupted
+from btcli.modes import MODES, TRANSFER_MODES, mode_help
 
 app = typer.Typer(
     no_args_is_help=True, pretty_exceptions_enable=False,  # --install-completion: shell completion
     help="Behavior Transfer experiments: pre-train without rewards, transfer by FT, BT or BT+FT.",
 )
-# In a pipe or log file rich would wrap tables at 80 columns; give them room instead.
-err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
 
@@ -95,9 +92,7 @@ def _get(cfg: Any, key: str) -> Any:
     return cfg
 
 
-def _fail(e: BtcliError) -> None:
-    err.print(f"btcli: error: {e}", soft_wrap=True)
-    raise typer.Exit(e.exit_code)
+
 
 
 def _choices(name: str, values) -> type[Enum]:
@@ -139,9 +134,7 @@ PretrainedOpt = Annotated[Path | None, typer.Option(
 @app.command()
 def transfer(
     # no command-line default: a --config file's mode (or a resumed run's) holds unless --mode is given
-    mode: Mode | None = typer.Option(None, help="scratch (the default): random init, epsilon-greedy | ez-greedy: "
-                                     "exploratory steps start random-action flights | ft: init from the pre-trained "
-                                     "weights | bt: flights of the frozen pre-trained policy | bt+ft: both"),
+    mode: Mode | None = typer.Option(None, help=f"{mode_help()} (default scratch)"),
     pretrained: PretrainedOpt = None,
     env: EnvOpt = None, steps: StepsOpt = None, seed: SeedOpt = None, out: OutOpt = None,
     config: ConfigOpt = None, set_: SetOpt = [], device: DeviceOpt = None,  # noqa: B006 (typer reads it)
@@ -154,7 +147,7 @@ def transfer(
         _train(_overrides(config, flags | _common(env, steps, seed, device, num_envs), set_),
                out, resume, json_out, quiet, print_config)
     except BtcliError as e:
-        _fail(e)
+        fail(e)
 
 
 @app.command()
@@ -179,7 +172,7 @@ def finetune(
         _train(_overrides(config, flags | _common(env, steps, seed, device, num_envs), set_),
                out, resume, json_out, quiet, print_config)
     except BtcliError as e:
-        _fail(e)
+        fail(e)
 
 
 def _path(path: Path | None) -> str | None:
@@ -201,7 +194,7 @@ def pretrain(
         _train(_overrides(config, flags | _common(env, steps, seed, device, num_envs), set_),
                out, resume, json_out, quiet, print_config)
     except BtcliError as e:
-        _fail(e)
+        fail(e)
 
 
 def _common(env, steps, seed, device, num_envs) -> dict[str, Any]:
@@ -213,7 +206,7 @@ def _train(overrides: dict[str, Any], out: Path | None, resume: bool, json_out: 
     if print_config:
         _print_config(overrides, out, resume)
         return
-    from btcli.process import configure_process
+    from btcli.runtime import configure_process
     from btcli.signals import die_with_parent
 
     die_with_parent()
@@ -367,7 +360,7 @@ def _check_pretrained(cfg: RunConfig):
         pretrained.check_task(checkpoint_identity(cfg, env), allow_other_env=cfg.transfer.allow_other_env)
     finally:
         env.close()
-    if cfg.mode in ("ft", "bt+ft"):
+    if MODES[cfg.mode].copies_weights:
         pretrained.check_architecture(to_dict(cfg.agent))
     return pretrained
 
@@ -411,7 +404,7 @@ def evaluate(
             if result.get("video"):
                 out.print(f"video: {result['video']}")
     except BtcliError as e:
-        _fail(e)
+        fail(e)
 
 
 @app.command()
@@ -433,7 +426,7 @@ def export(
             out.print(f"exported {src['checkpoint']} (step {src['step']}) of '{run_dir}' to '{done.path}': "
                       f"policy.json SHA-256 {done.sha256}", soft_wrap=True)
     except BtcliError as e:
-        _fail(e)
+        fail(e)
 
 
 @app.command()
@@ -478,7 +471,7 @@ def report(
             for path in summary.get("files", {}).values():
                 out.print(f"wrote {path}")
     except BtcliError as e:
-        _fail(e)
+        fail(e)
 
 
 @app.command()
@@ -522,7 +515,7 @@ def keys(env: str | None = typer.Option(None, "--env", help="show the preset of 
         for row in [columns, *rows]:
             print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
     except BtcliError as e:
-        _fail(e)
+        fail(e)
 
 
 from btcli.cli_analysis import register as _register_analysis  # noqa: E402

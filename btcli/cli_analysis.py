@@ -58,7 +58,7 @@ def compare(
     reps: int = typer.Option(2000, help="bootstrap resamples of every confidence interval"),
 ) -> None:
     """Compare groups of runs across tasks: IQM, median, mean, optimality gap, P(improvement), profiles."""
-    from btcli.cli import _fail, err, out
+    from btcli.console import err, fail, out
 
     try:
         from btcli.compare import REFERENCE, compare_runs, headline, render_tables, to_json, write_outputs
@@ -83,7 +83,7 @@ def compare(
             out.print(f"note: {note}")
         out.print(f"wrote {', '.join(p.name for p in files.values())} in {out_dir}")
     except BtcliError as e:
-        _fail(e)
+        fail(e)
 
 
 class Backend(str, Enum):
@@ -95,6 +95,7 @@ class Backend(str, Enum):
 
 
 def sweep(
+    ctx: typer.Context,
     grid: Path = typer.Argument(..., metavar="GRID.yaml", help="sweep file: out root and stages of grids"),
     backend: Backend = typer.Option(Backend.local, help="local (subprocesses on this machine) | ray (one Ray task "
                                     "per run) | slurm (one Slurm job per run, through submitit)"),
@@ -110,7 +111,7 @@ def sweep(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no line per finished run"),
 ) -> None:
     """Expand a grid of runs (stages in order) and run what is missing; rerun it to finish a killed sweep."""
-    from btcli.cli import _fail, err, out
+    from btcli.console import err, fail, out
 
     try:
         from btcli.sweep import expand, load_sweep
@@ -129,7 +130,7 @@ def sweep(
                 check_slurm(slurm)
         elif any(v is not None for v in (partition, time_min, cpus, mem)):
             raise BtcliError("--partition, --time, --cpus and --mem apply to --backend slurm only")
-        job_list = expand(spec)
+        job_list = expand(spec, command_options(ctx.find_root().command))
         stages = list(dict.fromkeys(j.stage for j in job_list))
         if dry_run:
             if slurm is not None:
@@ -156,7 +157,33 @@ def sweep(
         out.print(_table(outcomes))
         _finish(outcomes, interrupted)
     except BtcliError as e:
-        _fail(e)
+        fail(e)
+
+
+def command_options(app) -> dict[str, dict]:
+    """The training commands of a btcli CLI (a Typer ``app``, or the Click group of a running one:
+    those with --out and --resume) and their options, as :func:`btcli.sweep.expand` needs them."""
+    import typer.main
+
+    from btcli.sweep import OptionSpec
+
+    group = typer.main.get_command(app) if isinstance(app, typer.Typer) else app
+    found: dict[str, dict[str, OptionSpec]] = {}
+    for name, command in group.commands.items():
+        opts: dict[str, OptionSpec] = {}
+        for param in command.params:
+            if getattr(param, "param_type_name", "") != "option":
+                continue
+            long = [o for o in param.opts if o.startswith("--")]
+            if not long:
+                continue
+            off = next((o for o in getattr(param, "secondary_opts", []) if o.startswith("--")), None)
+            spec = OptionSpec(long[0], bool(getattr(param, "is_flag", False)), off)
+            for alias in (param.name, long[0][2:]):
+                opts[alias.replace("-", "_")] = spec
+        if "out" in opts and "resume" in opts:
+            found[name] = opts
+    return found
 
 
 def _table(outcomes):

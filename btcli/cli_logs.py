@@ -36,8 +36,8 @@ def export_logs(
     wandb_group: str = typer.Option("", "--wandb-group", help="W&B group"),
 ) -> None:
     """Replay runs' CSV logs (metrics, train, eval) and config into TensorBoard or W&B (e.g. runs made offline)."""
-    from btcli.cli import _fail, err
-    from btcli.cli import out as stdout
+    from btcli.console import err, fail
+    from btcli.console import out as stdout
 
     try:
         from btcli.analysis import RunDirError as AnalysisRunDirError
@@ -67,7 +67,7 @@ def export_logs(
         if not done:
             raise BtcliError(f"none of the {len(found)} runs could be exported (see the warnings above)")
     except BtcliError as e:
-        _fail(e)
+        fail(e)
 
 
 def register(app: typer.Typer) -> None:

@@ -22,6 +22,7 @@ from btcli.agent.replay import min_capacity
 from btcli.envs import validate_env_config
 from btcli.envs.base import EnvConfig, _f
 from btcli.errors import BtcliError
+from btcli.modes import MODES, PRETRAINED_MODES, TRANSFER_MODES  # noqa: F401 (importable from here too)
 
 # Sections of a run's config.yaml that record facts about the run rather than config keys.
 RECORD_KEYS = ("meta", "provenance")
@@ -89,8 +90,6 @@ class IntrinsicConfig:
                                   "the episode still ends there")
 
 
-TRANSFER_MODES = ("scratch", "ez-greedy", "ft", "bt", "bt+ft")
-PRETRAINED_MODES = ("ft", "bt", "bt+ft")  # the modes that read a pre-trained run
 
 
 @dataclass
@@ -259,15 +258,16 @@ class RunConfig:
             raise ConfigError(f"config key 'mode' is '{self.mode}' in a pretrain run; pre-training learns from scratch")
         if self.command == "finetune" and self.mode != "ft":
             raise ConfigError(f"config key 'mode' is '{self.mode}' in a finetune run; finetune is mode ft")
-        if self.mode in PRETRAINED_MODES and not t.pretrained:
+        mode = MODES[self.mode]
+        if mode.uses_pretrained and not t.pretrained:
             raise ConfigError(f"mode '{self.mode}' needs a pre-trained run: pass --pretrained RUN "
                               "(a `btcli pretrain` run directory)")
-        if self.mode not in PRETRAINED_MODES and t.pretrained:
+        if not mode.uses_pretrained and t.pretrained:
             raise ConfigError(f"mode '{self.mode}' does not use a pre-trained run, but transfer.pretrained is "
                               f"'{t.pretrained}'; drop --pretrained or choose mode ft, bt or bt+ft")
-        if t.pretrained_action and self.mode not in PRETRAINED_MODES:
+        if t.pretrained_action and not mode.uses_pretrained:
             raise ConfigError(f"transfer.pretrained_action needs a pre-trained policy: modes ft, bt or bt+ft, not '{self.mode}'")
-        if self.mode not in ("ft", "bt+ft") and (t.freeze != "none" or t.ft_layers != "all"):
+        if not mode.copies_weights and (t.freeze != "none" or t.ft_layers != "all"):
             raise ConfigError(f"transfer.ft_layers / transfer.freeze only apply to modes ft and bt+ft, not '{self.mode}'")
 
 

@@ -22,7 +22,6 @@ from btcli.behaviour import (
     RANDOM,
     FlightBehaviour,
     FlightSpec,
-    flight_source,
     handing_off,
     linear_schedule,
 )
@@ -32,6 +31,7 @@ from btcli.envs.base import coverage_key
 from btcli.errors import Interrupted
 from btcli.evaluation import evaluate, greedy_actor
 from btcli.intrinsic.sources import make_source
+from btcli.modes import MODES, flight_source
 from btcli.pretrained import Pretrained, copy_weights, freeze, load_pretrained, zero_values
 from btcli.progress import ProgressReporter
 from btcli.runs import (
@@ -177,7 +177,7 @@ class Trainer:
         elif pretrained is None:
             pretrained = load_pretrained(cfg.transfer.pretrained)
         pretrained.check_task(checkpoint_identity(cfg, self.env), allow_other_env=cfg.transfer.allow_other_env)
-        if cfg.mode in ("ft", "bt+ft"):
+        if MODES[cfg.mode].copies_weights:
             pretrained.check_architecture(to_dict(cfg.agent))
             copy_weights(self.learner.online, pretrained.state["learner"]["online"], cfg.transfer.ft_layers,
                          extra_actions=int(cfg.transfer.pretrained_action))

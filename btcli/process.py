@@ -24,10 +24,9 @@ def prepare_cli_environment() -> None:
 def configure_process(threads: int = 0) -> int:
     """Tune malloc, set torch's CPU threads (``threads``; 0: all cores this process may use) and
     numpy's BLAS to one thread, for the rest of the process; returns torch's thread count."""
-    from btcli.runtime import configure_torch, tune_malloc
+    from btcli.runtime import configure_process as configure
 
-    tune_malloc()
-    return configure_torch(threads)
+    return configure(threads)
 
 
 def main() -> None:

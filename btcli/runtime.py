@@ -92,6 +92,14 @@ def configure_torch(threads: int) -> int:
     return count
 
 
+def configure_process(threads: int = 0) -> int:
+    """What every btcli training process runs before its first step (:mod:`btcli.process`): malloc
+    tuned, torch's CPU threads (``threads``; 0: all cores this process may use), numpy's BLAS on one
+    thread; returns torch's thread count."""
+    tune_malloc()
+    return configure_torch(threads)
+
+
 def seed_everything(seed: int) -> np.random.Generator:
     """Seed Python, numpy and torch; return the numpy generator the loop draws from."""
     random.seed(seed)

@@ -202,31 +202,6 @@ def load_sweep(path: str | os.PathLike, *, out: Path | None = None) -> Sweep:
 # ----------------------------------------------------------------------------- keys
 
 
-def command_options() -> dict[str, dict[str, OptionSpec]]:
-    """The training commands of the btcli CLI (those with --out and --resume) and their options."""
-    import typer.main
-
-    from btcli.cli import app
-
-    group = typer.main.get_command(app)
-    found: dict[str, dict[str, OptionSpec]] = {}
-    for name, command in group.commands.items():
-        opts: dict[str, OptionSpec] = {}
-        for param in command.params:
-            if getattr(param, "param_type_name", "") != "option":
-                continue
-            long = [o for o in param.opts if o.startswith("--")]
-            if not long:
-                continue
-            off = next((o for o in getattr(param, "secondary_opts", []) if o.startswith("--")), None)
-            spec = OptionSpec(long[0], bool(getattr(param, "is_flag", False)), off)
-            for alias in (param.name, long[0][2:]):
-                opts[alias.replace("-", "_")] = spec
-        if "out" in opts and "resume" in opts:
-            found[name] = opts
-    return found
-
-
 def config_keys() -> list[str]:
     """Every dotted config key (``btcli keys``)."""
     from btcli.config import all_keys
@@ -310,10 +285,9 @@ def _words(spec: OptionSpec | str, value: str, raw: Any) -> list[str]:
     return [spec.flag, value]
 
 
-def expand(sweep: Sweep, options: dict[str, dict[str, OptionSpec]] | None = None,
-           keys: list[str] | None = None) -> list[Job]:
-    """Every job of the sweep, stage by stage, in a deterministic order."""
-    options = command_options() if options is None else options
+def expand(sweep: Sweep, options: dict[str, dict[str, OptionSpec]], keys: list[str] | None = None) -> list[Job]:
+    """Every job of the sweep, stage by stage, in a deterministic order. ``options``: the training
+    commands and their options (``btcli.cli_analysis.command_options`` reads them off the CLI)."""
     keys = config_keys() if keys is None else keys
     jobs: list[Job] = []
     by_stage: dict[str, list[Job]] = {}

@@ -207,7 +207,7 @@ def run_slurm(tasks: list, opts: SlurmOptions, folder: Path, jobs: int | None,
     On SIGINT/SIGTERM no new job is submitted and the submitted ones are cancelled; their runs get
     SIGTERM, save a checkpoint and are resumed by the next sweep.
     """
-    from btcli.sweep_exec import INTERRUPTED, Outcome, _child_env, _finished
+    from btcli.sweep_tasks import INTERRUPTED, Outcome, _child_env, _finished
 
     executor = executor if executor is not None else make_executor(opts, folder)
     env = {"PYTHONPATH": _child_env()["PYTHONPATH"]}

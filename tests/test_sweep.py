@@ -17,15 +17,24 @@ from conftest import REPO
 
 from btcli.runs import RunDir, RunDirError
 from btcli.sweep import SweepError, expand, fill, load_sweep, parse_sweep
-from btcli.sweep_exec import make_task, run_sweep
+from btcli.sweep_exec import run_sweep
+from btcli.sweep_tasks import make_task
 
 EMPTY = "MiniGrid-Empty-5x5-v0"
 DOORKEY = "MiniGrid-DoorKey-5x5-v0"
 TINY = {"steps": 800, "eval_episodes": 2, "threads": 1}
 
 
+def cli_options():
+    """The training commands' options, read off btcli's own CLI (what `btcli sweep` gives expand)."""
+    from btcli.cli import app
+    from btcli.cli_analysis import command_options
+
+    return command_options(app)
+
+
 def jobs_of(data: dict, out="root"):
-    return expand(parse_sweep(data, out=Path(out)))
+    return expand(parse_sweep(data, out=Path(out)), cli_options())
 
 
 PAPER = {
@@ -173,7 +182,7 @@ def statuses(stdout: str) -> dict[str, str]:
 @pytest.mark.slow
 def test_local_sweep_skips_finished_and_resumes_unfinished(btcli, tmp_path):
     grid = write_grid(tmp_path / "g.yaml", tmp_path / "out", seeds=(0,), sets={"agent.lr": [1e-4, 5e-4]})
-    names = [j.name for j in expand(load_sweep(grid))]
+    names = [j.name for j in expand(load_sweep(grid), cli_options())]
     assert names == [f"s-{EMPTY}-s0-lr{lr}" for lr in ("0.0001", "0.0005")]
     a, b = names
     dry = btcli("sweep", str(grid), "--dry-run")
@@ -286,7 +295,7 @@ def test_ray_backend_matches_local(tmp_path):
     grids = {}
     for backend in ("local", "ray"):
         spec = write_grid(tmp_path / f"{backend}.yaml", tmp_path / backend, args={"steps": 1500})
-        grids[backend] = expand(load_sweep(spec))
+        grids[backend] = expand(load_sweep(spec), cli_options())
     outcomes, interrupted = run_sweep(grids["local"], backend="local", jobs=2)
     assert not interrupted and [o.status for o in outcomes] == ["done", "done"]
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -359,7 +368,7 @@ def test_slurm_backend_matches_local(tmp_path):
         spec = write_grid(tmp_path / f"{backend}.yaml", tmp_path / backend, seeds=(0, 1, 2),
                           args={"steps": 400, "agent.learning_starts": 100, "train_log_every": 100},
                           sets={"agent.lr": [1e-4, 5e-4]})
-        grids[backend] = expand(load_sweep(spec))
+        grids[backend] = expand(load_sweep(spec), cli_options())
     assert len(grids["slurm"]) == 6
     outcomes, interrupted = run_sweep(grids["local"], backend="local", jobs=2)
     assert not interrupted and [o.status for o in outcomes] == ["done"] * 6
@@ -390,8 +399,8 @@ def test_slurm_job_at_its_time_limit_checkpoints_and_resubmits_resuming(tmp_path
     job continues it with --resume to the end."""
     import threading
 
-    from btcli.sweep_exec import _child_env
     from btcli.sweep_slurm import SlurmRun
+    from btcli.sweep_tasks import _child_env
 
     run = tmp_path / "r"
     argv = [sys.executable, "-m", "btcli", "transfer", "--env", EMPTY, "--steps", "4000", "--set", "threads=1",
