@@ -176,12 +176,10 @@ class FlightBehaviour:
         }
 
     def state_dict(self) -> dict[str, object]:
-        """The whole-run counts, the counts since the last drain and, under "episodes", the flights
-        in progress (a resume that restarts its episodes drops them: flights never outlive one)."""
+        """The whole-run counts and the counts since the last drain (flights in progress are the
+        episodes': :meth:`episode_state_dict`)."""
         return {"steps": self.total_steps.tolist(), "flights": self.total_flights,
                 "flight_steps": self.total_flight_steps, "longest": self.longest_flight,
-                "episodes": {"n_left": self.n_left.tolist(), "kind": self.kind.tolist(),
-                              "action": self.action.tolist(), "length": self.length.tolist()},
                 "since_drain": {"steps": self.stats.steps.tolist(), "durations": list(self.stats.durations)}}
 
     def load_state_dict(self, state: dict[str, object]) -> None:
@@ -192,9 +190,16 @@ class FlightBehaviour:
         if "since_drain" in state:
             self.stats = FlightStats(np.asarray(state["since_drain"]["steps"], dtype=np.int64),
                                      list(state["since_drain"]["durations"]))
-        if "episodes" in state:
-            for key, values in state["episodes"].items():
-                getattr(self, key)[...] = values
+
+    def episode_state_dict(self) -> dict[str, list[int]]:
+        """The flights in progress (they never outlive an episode)."""
+        return {"n_left": self.n_left.tolist(), "kind": self.kind.tolist(), "action": self.action.tolist(),
+                "length": self.length.tolist()}
+
+    def load_episode_state_dict(self, state: dict[str, list[int]] | None) -> None:
+        """Continue the saved flights; None: no copy is in a flight (the episodes restart)."""
+        for key in ("n_left", "kind", "action", "length"):  # 0 everywhere: no flight, LEARNER acts
+            getattr(self, key)[...] = 0 if state is None else state[key]
 
     def drain(self) -> FlightStats:
         """The counts since the last drain (for a train.csv row)."""

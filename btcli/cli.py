@@ -350,8 +350,8 @@ def _empty(path: Path) -> None:
 
 def _check_pretrained(cfg: RunConfig):
     """Load the pre-trained run and check it fits this task, before any run directory is made."""
+    from btcli.build import checkpoint_identity
     from btcli.envs import make_vec_env
-    from btcli.loop import checkpoint_identity
     from btcli.pretrained import load_pretrained
 
     pretrained = load_pretrained(cfg.transfer.pretrained)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,12 +23,13 @@ from btcli.agent.replay import min_capacity
 from btcli.envs import validate_env_config
 from btcli.envs.base import EnvConfig, _f
 from btcli.errors import BtcliError
+from btcli.intrinsic.registry import config_sections, objectives
 from btcli.modes import MODES, PRETRAINED_MODES, TRANSFER_MODES  # noqa: F401 (importable from here too)
 
 # Sections of a run's config.yaml that record facts about the run rather than config keys.
 RECORD_KEYS = ("meta", "provenance")
-# reward-free pre-training objectives (btcli/intrinsic/sources.py implements them)
-OBJECTIVES = ("count", "rnd", "ngu", "ngu+rnd")
+# reward-free pre-training objectives: one module each in btcli/intrinsic/objectives/
+OBJECTIVES = tuple(objectives())
 
 
 class ConfigError(BtcliError):
@@ -70,24 +72,31 @@ class ExploreConfig:
     eps_eval: float = _f(0.001, "epsilon of the greedy evaluation policy (Machado et al. 2018)")
 
 
-@dataclass
-class IntrinsicConfig:
-    """Reward-free pre-training: the intrinsic reward the learner maximises instead of the task's."""
+def _intrinsic_config() -> type:
+    """``IntrinsicConfig``: the objective, one nested section of options per registered objective
+    module (``intrinsic.<section>.<key>``, btcli/intrinsic/registry.py), and bootstrap_terminal."""
+    sections = config_sections()
+    names = ", ".join(objectives())
+    fields = [("objective", str, _f("none", f"pretrain objective: {names}; 'none' for transfer runs"))]
+    fields += [(name, cls, field(default_factory=cls)) for name, cls in sections.items()]
+    fields.append(("bootstrap_terminal", bool, _f(
+        False, "pretrain: learn through the task's terminal states (e.g. MiniGrid's goal) as through a time limit, "
+        "so the intrinsic values do not teach π_p to avoid them; the episode still ends there")))
+    cls = dataclasses.make_dataclass("IntrinsicConfig", fields)
+    cls.__module__ = __name__
+    cls.__doc__ = "Reward-free pre-training: the intrinsic reward the learner maximises instead of the task's."
+    return cls
 
-    objective: str = _f("none", "pretrain objective: count (grid cells), rnd, ngu or ngu+rnd; 'none' for transfer runs")
-    rnd_lr: float = _f(1e-4, "Adam learning rate of the RND predictor")
-    rnd_feature_dim: int = _f(128, "output size of the RND target and predictor networks")
-    ngu_embed_dim: int = _f(32, "ngu: size of the inverse-dynamics embedding f")
-    ngu_idm_lr: float = _f(5e-4, "ngu: Adam learning rate of the inverse-dynamics model")
-    ngu_k: int = _f(10, "ngu: nearest neighbours in the episodic kernel")
-    ngu_memory: int = _f(30_000, "ngu: episodic memory capacity per environment copy")
-    ngu_train_every: int = _f(8, "ngu: train f (and RND) on every n-th learner update")
-    ngu_normalise: bool = _f(True, "ngu: divide rewards by their running std (our choice; NGU's R2D2 rescales values instead)")
-    count_scope: str = _f("lifelong", "objective count: 'lifelong' 1/sqrt(N(cell)) over the run, or 'episode': 1 for "
-                          "a cell first entered in this episode, else 0 (pair with env.visited)")
-    bootstrap_terminal: bool = _f(False, "pretrain: learn through the task's terminal states (e.g. MiniGrid's goal) as "
-                                  "through a time limit, so the intrinsic values do not teach π_p to avoid them; "
-                                  "the episode still ends there")
+
+IntrinsicConfig = _intrinsic_config()
+# keys of the flat layout before objectives had sections (still read, with a note; old runs' config.yaml)
+DEPRECATED_KEYS = {
+    "intrinsic.rnd_lr": "intrinsic.rnd.lr", "intrinsic.rnd_feature_dim": "intrinsic.rnd.feature_dim",
+    "intrinsic.ngu_embed_dim": "intrinsic.ngu.embed_dim", "intrinsic.ngu_idm_lr": "intrinsic.ngu.idm_lr",
+    "intrinsic.ngu_k": "intrinsic.ngu.k", "intrinsic.ngu_memory": "intrinsic.ngu.memory",
+    "intrinsic.ngu_train_every": "intrinsic.ngu.train_every", "intrinsic.ngu_normalise": "intrinsic.ngu.normalise",
+    "intrinsic.count_scope": "intrinsic.count.scope",
+}
 
 
 
@@ -180,7 +189,6 @@ class RunConfig:
             "agent.torso": (self.agent.torso, ("auto", "cnn", "mlp", "gridconv", "gridego")),
             "agent.precision": (self.agent.precision, ("fp32", "bf16")),
             "command": (self.command, ("transfer", "pretrain", "finetune")),
-            "intrinsic.count_scope": (self.intrinsic.count_scope, ("lifelong", "episode")),
             "transfer.flight_start": (self.transfer.flight_start, ("explore", "fixed")),
             "transfer.ft_layers": (self.transfer.ft_layers, ("all", "torso")),
             "transfer.freeze": (self.transfer.freeze, ("none", "torso")),
@@ -231,6 +239,11 @@ class RunConfig:
         if self.intrinsic.bootstrap_terminal and self.command != "pretrain":
             raise ConfigError("config key 'intrinsic.bootstrap_terminal' applies to pretrain runs only; a transfer "
                               "learns the task's terminations")
+        for name in config_sections():  # each objective module checks its own options
+            try:
+                getattr(self.intrinsic, name).validate()
+            except ValueError as e:  # messages read "intrinsic.<section>.<key> ..."
+                raise ConfigError(f"config key {e}") from None
         try:
             validate_env_config(self.env)
         except ValueError as e:  # messages read "env.<key> must ..."
@@ -365,7 +378,9 @@ def _coerce(key: str, value: Any, tp) -> Any:
 
 
 def set_key(cfg: Any, key: str, value: Any) -> None:
-    """Set a dotted key on a config dataclass with type checking."""
+    """Set a dotted key on a config dataclass with type checking (a deprecated key sets its new one)."""
+    if isinstance(cfg, RunConfig):
+        key = DEPRECATED_KEYS.get(key, key)
     obj, cls = cfg, type(cfg)
     parts = key.split(".")
     for part in parts[:-1]:
@@ -438,6 +453,9 @@ def build_config(overrides: dict[str, Any], base: RunConfig | None = None) -> Ru
         for key, value in preset_for(str(env_id)).items():
             set_key(cfg, key, value)
     for key, value in overrides.items():
+        if key in DEPRECATED_KEYS:
+            print(f"note: config key '{key}' is now '{DEPRECATED_KEYS[key]}'; the old name still works",
+                  file=sys.stderr, flush=True)
         set_key(cfg, key, value)
     cfg.validate()
     return cfg

@@ -8,33 +8,15 @@ from typing import Any
 
 import numpy as np
 
-from btcli.agent.networks import build_q_network
 from btcli.behaviour import handing_off
+from btcli.build import checkpoint_identity, q_network
 from btcli.config import from_dict
 from btcli.envs import make_vec_env, resolve_env_id
 from btcli.errors import BtcliError
 from btcli.evaluation import evaluate, greedy_actor
-from btcli.loop import checkpoint_identity
 from btcli.pretrained import load_pretrained
-from btcli.runs import EVAL_COLUMNS, CsvLog, RunDir, load_checkpoint
+from btcli.runs import EVAL_COLUMNS, CsvLog, RunDir, find_checkpoint, load_checkpoint
 from btcli.runtime import configure_torch, resolve_device
-
-
-def find_checkpoint(run: RunDir, which: str | None) -> Path:
-    """The newest complete checkpoint, or the one named by folder path or step number."""
-    if which is None:
-        path = run.latest_checkpoint()
-        if path is None:
-            raise BtcliError(f"run '{run.path}' has no complete checkpoint yet; train it first (or wait for one)")
-        return path
-    if which.isdigit():
-        path = run.checkpoints_path / f"step_{int(which):012d}"
-    else:
-        path = Path(which)
-    if not path.is_dir():
-        have = ", ".join(p.name.removeprefix("step_").lstrip("0") or "0" for p in run.complete_checkpoints())
-        raise BtcliError(f"checkpoint '{which}' not found in '{run.path}'; available steps: {have or 'none'}")
-    return path
 
 
 def evaluate_run(run_dir: Path, *, episodes: int, checkpoint: str | None, epsilon: float | None, seed: int,
@@ -73,9 +55,8 @@ def evaluate_run(run_dir: Path, *, episodes: int, checkpoint: str | None, epsilo
             where = f"{env_cfg.id} has" if env_id is not None else "the evaluation env has"
             raise BtcliError(f"checkpoint '{path}' was trained with {key}={state.get(key)!r}, "
                              f"but {where} {value!r}; it cannot be evaluated there")
-    a = cfg.agent
     extra = int(cfg.transfer.pretrained_action)
-    net = build_q_network(env.obs_shape, env.num_actions + extra, torso=a.torso, hidden=a.hidden, dueling=a.dueling)
+    net = q_network(cfg.agent, env.obs_shape, env.num_actions + extra, channels_last=False)
     net.load_state_dict(state["learner"]["online"])
     net.to(dev).eval()
     eps = cfg.explore.eps_eval if epsilon is None else epsilon

@@ -93,8 +93,7 @@ def export_run(run_dir: str | Path, out: str | Path, *, checkpoint: str | None =
     from btcli.agent.networks import build_q_network, resolve_torso
     from btcli.config import from_dict
     from btcli.envs import is_atari
-    from btcli.evaluate_cmd import find_checkpoint
-    from btcli.runs import RunDir, load_checkpoint, sha256_file
+    from btcli.runs import RunDir, find_checkpoint, load_checkpoint, sha256_file
 
     run = RunDir.open_existing(run_dir, resuming=False)
     saved = run.read_config()

@@ -8,32 +8,30 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from btcli.agent.dqn import DQNLearner
-from btcli.agent.networks import build_q_network
-from btcli.agent.replay import ReplayBuffer
-from btcli.behaviour import (
-    PRETRAINED,
-    RANDOM,
-    FlightBehaviour,
-    FlightSpec,
-    handing_off,
-    linear_schedule,
-)
+from btcli.behaviour import PRETRAINED, RANDOM, handing_off, linear_schedule
+from btcli.build import build_components, checkpoint_identity
 from btcli.config import RunConfig, to_dict
 from btcli.envs import make_vec_env
 from btcli.envs.base import coverage_key
 from btcli.errors import Interrupted
 from btcli.evaluation import evaluate, greedy_actor
-from btcli.intrinsic.sources import make_source
-from btcli.modes import MODES, flight_source
+from btcli.modes import MODES
 from btcli.pretrained import Pretrained, copy_weights, freeze, load_pretrained, zero_values
 from btcli.progress import ProgressReporter
+from btcli.run_state import (
+    CHECKPOINT_FORMAT,
+    RECENT_EPISODES,
+    Counters,
+    Episodes,
+    RunRecord,
+    Saveable,
+    upgrade_checkpoint,
+)
 from btcli.runs import (
     EVAL_COLUMNS,
     METRICS_COLUMNS,
@@ -48,64 +46,7 @@ from btcli.runtime import precision_warning, resolve_device, seed_everything
 from btcli.signals import recorded_signals
 from btcli.trackers import open_sink
 
-CHECKPOINT_FORMAT = 1
-RECENT_EPISODES = 100
-
-
-@dataclass
-class Counters:
-    """Everything about time that a resumed run must continue from."""
-
-    env_steps: int = 0
-    episodes: int = 0
-    update_credit: float = 0.0
-    next_target_sync: int = 0
-    next_eval: int = 0
-    next_checkpoint: int = 0
-    next_train_log: int = 0
-    elapsed_s: float = 0.0  # wall time before this process (resumed runs)
-
-
-@dataclass
-class Episodes:
-    """The loop's view of the episodes in progress, one row per environment copy."""
-
-    obs: np.ndarray  # the observations to act on next
-    ret: np.ndarray  # raw return so far
-    intrinsic: np.ndarray  # intrinsic return so far (pre-training)
-    length: np.ndarray  # steps so far
-    cells: list[set]  # coverage: cells (rooms) visited so far
-    who: np.ndarray  # [num_envs, 3] steps taken by the learner, π_p, random
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"ret": self.ret.tolist(), "intrinsic": self.intrinsic.tolist(), "length": self.length.tolist(),
-                "cells": [sorted(c) for c in self.cells], "who": self.who.tolist()}
-
-    @classmethod
-    def restored(cls, obs: np.ndarray, state: dict[str, Any]) -> Episodes:
-        return cls(obs, np.asarray(state["ret"], dtype=np.float64), np.asarray(state["intrinsic"], dtype=np.float64),
-                   np.asarray(state["length"], dtype=np.int64), [set(c) for c in state["cells"]],
-                   np.asarray(state["who"], dtype=np.int64))
-
-
-def checkpoint_identity(cfg: RunConfig, env) -> dict[str, Any]:
-    """What a checkpoint says about the task it was trained on (checked by resume and transfer)."""
-    return {"env_id": cfg.env.id, "obs_shape": list(env.obs_shape), "num_actions": int(env.num_actions),
-            "action_meanings": list(env.action_meanings), "visited_marks": bool(cfg.env.visited)}
-
-
-def _for_episodes(state: dict[str, Any], continuing: bool) -> dict[str, Any]:
-    """A component's saved state, without its "episodes" parts (at any depth: a component may
-    hold a part that has its own) when a resume restarts the episodes."""
-    return state if continuing else _without_episodes(state)
-
-
-def _without_episodes(state: Any) -> Any:
-    if not isinstance(state, dict):
-        return state
-    kept = {k: _without_episodes(v) for k, v in state.items() if k != "episodes"}
-    unchanged = len(kept) == len(state) and all(kept[k] is state[k] for k in kept)
-    return state if unchanged else kept  # untouched dicts keep their type (a module state's metadata)
+__all__ = ["Trainer", "checkpoint_identity"]
 
 
 class Trainer:
@@ -118,54 +59,43 @@ class Trainer:
         # process-wide settings (threads, malloc) are the caller's: btcli.process.configure_process
         self.device = resolve_device(cfg.device)
         self.rng = seed_everything(cfg.seed)
-        self.env = make_vec_env(cfg.env, seed=cfg.seed)
-        a = cfg.agent
-        # transfer.pretrained_action: one more learner action, "let π_p choose this step"
-        self.learner_actions = self.env.num_actions + int(cfg.transfer.pretrained_action)
-        net = build_q_network(self.env.obs_shape, self.learner_actions, torso=a.torso, hidden=a.hidden,
-                              dueling=a.dueling, channels_last=a.channels_last and self.device.type == "cpu")
-        kickstart = cfg.transfer.kickstart > 0
-        self.learner = DQNLearner(net, lr=a.lr, adam_eps=a.adam_eps, double=a.double,
-                                  max_grad_norm=a.max_grad_norm, precision=a.precision, device=self.device,
-                                  cuda_graph=a.cuda_graph,
-                                  demo_margin=cfg.transfer.kickstart_margin if kickstart else None)
+        parts = build_components(cfg, self.device, self.rng)
+        self.env, self.learner, self.replay = parts.env, parts.learner, parts.replay
+        self.behaviour, self.intrinsic, self.learner_actions = parts.behaviour, parts.intrinsic, parts.num_actions
         if self.device.type == "cuda":  # from pinned memory the copy is asynchronous; from pageable it syncs
             self._to_device = lambda x: torch.from_numpy(x).pin_memory().to(self.device, non_blocking=True)
         else:
             self._to_device = torch.from_numpy
-        self.replay = ReplayBuffer(a.buffer_size, cfg.env.num_envs, self.env.obs_shape, self.env.obs_dtype,
-                                   frame_stack=self.env.frame_stack, n_step=a.n_step, gamma=a.gamma,
-                                   seed=cfg.seed, num_actions=self.learner_actions)
         self.pretrained, self.pretrained_net, self.pretrained_act = None, None, None
-        self.reference_evals: list[dict[str, Any]] = []  # π_p's zero-shot evaluations on this task
         if cfg.transfer.pretrained:
             self._use_pretrained(pretrained)
-        t = cfg.transfer
-        flights = flight_source(cfg.mode, t.flights)
-        self.behaviour = FlightBehaviour(
-            FlightSpec(source=flights, start=t.flight_start, prob=t.flight_prob, mu=t.flight_mu, cap=t.flight_cap,
-                       random_share=t.random_flight_share),
-            cfg.env.num_envs, self.learner_actions, self.rng)
-        self.counters = Counters(next_target_sync=a.learning_starts, next_eval=cfg.eval_every or cfg.steps + 1,
-                                 next_checkpoint=cfg.checkpoint_every, next_train_log=cfg.train_log_every)
-        obj = cfg.intrinsic
-        self.intrinsic = (None if obj.objective == "none" else
-                          make_source(obj.objective, self.env, lr=obj.rnd_lr, feature_dim=obj.rnd_feature_dim,
-                                      device=self.device, count_scope=obj.count_scope, embed_dim=obj.ngu_embed_dim,
-                                      idm_lr=obj.ngu_idm_lr, k=obj.ngu_k, memory_capacity=obj.ngu_memory,
-                                      train_every=obj.ngu_train_every, normalise=obj.ngu_normalise,
-                                      save_buffers=cfg.save_replay))
+        a = cfg.agent
+        counters = Counters(next_target_sync=a.learning_starts, next_eval=cfg.eval_every or cfg.steps + 1,
+                            next_checkpoint=cfg.checkpoint_every, next_train_log=cfg.train_log_every)
+        self.record = RunRecord(counters, self.rng, clock=self._elapsed)
         # pretrain only (validated): the learner bootstraps through the task's terminal states
-        self._learn_through_terminal = obj.bootstrap_terminal
+        self._learn_through_terminal = cfg.intrinsic.bootstrap_terminal
         # coverage: distinct grid cells (MiniGrid) or rooms (Atari RAM probes) per episode and overall
         self._coverage_key = coverage_key(self.env.last_probes())
-        self.visited: set[int] = set()
         self._eval_env = None
         self.episodes: Episodes | None = None  # set by train(), or by restore() when a checkpoint continues them
-        self._losses: list[torch.Tensor] = []  # learner stats since the last train.csv row
-        self._qs: list[torch.Tensor] = []
-        self.recent_returns: list[float] = []
         self.last_eval: dict[str, Any] | None = None
+        self._t0 = time.monotonic()
+
+    # the record's parts, by their old names
+    counters = property(lambda self: self.record.counters)
+    visited = property(lambda self: self.record.visited)
+    recent_returns = property(lambda self: self.record.recent_returns)
+    reference_evals = property(lambda self: self.record.reference_evals)
+
+    def parts(self) -> dict[str, Saveable]:
+        """What a checkpoint holds, by name: every part saves and restores itself."""
+        parts: dict[str, Saveable] = {"learner": self.learner, "behaviour": self.behaviour, "record": self.record}
+        if self.intrinsic is not None:
+            parts["intrinsic"] = self.intrinsic
+        if self.cfg.save_replay:
+            parts["replay"] = self.replay
+        return parts
 
     def _use_pretrained(self, pretrained: Pretrained | None) -> None:
         """Load (or reload, pinned by hash) the pre-trained run; FT copies its weights, BT keeps π_p."""
@@ -195,38 +125,25 @@ class Trainer:
     # --- checkpoints -----------------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
-        episodes = self._episodes_state()
-        continuing = episodes is not None  # components' episode parts are kept only with the env's
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "kind": "dqn",
-            **checkpoint_identity(self.cfg, self.env),
-            "command": self.cfg.command,
-            "mode": self.cfg.mode,
-            "step": self.counters.env_steps,
-            "config": to_dict(self.cfg),
-            "learner": self.learner.state_dict(),
-            "counters": asdict(self.counters) | {"elapsed_s": self._elapsed()},
-            "rng": {"numpy": self.rng.bit_generator.state, "torch": torch.get_rng_state()},
-            "recent_returns": list(self.recent_returns),
-            "replay": self.replay.state_dict() if self.cfg.save_replay else None,
-            "intrinsic": _for_episodes(self.intrinsic.state_dict(), continuing) if self.intrinsic is not None else None,
-            "objective": self.cfg.intrinsic.objective,
-            "visited": sorted(self.visited),
-            "behaviour": _for_episodes(self.behaviour.state_dict(), continuing),
-            "train_window": {"losses": [float(x) for x in self._losses], "qs": [float(x) for x in self._qs]},
-            "reference_evals": list(self.reference_evals),
-            "episodes": episodes,
-        }
+        """The checkpoint (btcli/run_state.py says what it holds)."""
+        header = {"format": CHECKPOINT_FORMAT, "kind": "dqn", **checkpoint_identity(self.cfg, self.env),
+                  "command": self.cfg.command, "mode": self.cfg.mode, "step": self.counters.env_steps,
+                  "config": to_dict(self.cfg), "objective": self.cfg.intrinsic.objective}
+        parts = self.parts()
+        state = header | {name: part.state_dict() for name, part in parts.items()}
+        state["episodes"] = self._episodes_state(parts)
+        return state
 
-    def _episodes_state(self) -> dict[str, Any] | None:
+    def _episodes_state(self, parts: dict[str, Saveable]) -> dict[str, Any] | None:
         """The episodes in progress, when the environment can save them (MiniGrid: an exact resume)."""
         if self.episodes is None:
             return None
         env_state = self.env.state_dict()
         if env_state is None:
             return None
-        return {"env": env_state, "loop": self.episodes.state_dict()}
+        held = {name: part.episode_state_dict() for name, part in parts.items() if hasattr(part, "episode_state_dict")}
+        return {"env": env_state, "loop": self.episodes.state_dict(),
+                "parts": {name: value for name, value in held.items() if value is not None}}
 
     def save_checkpoint(self) -> None:
         """Checkpoint now; the next periodic checkpoint is due a full interval later."""
@@ -242,14 +159,13 @@ class Trainer:
             for log in (self.run.metrics_path, self.run.train_path, self.run.eval_path):
                 truncate_csv_after(log, 0)
             return 0
-        state = load_checkpoint(path, map_location=str(self.device), env_state=True)  # its own episodes
+        state = upgrade_checkpoint(load_checkpoint(path, map_location=str(self.device), env_state=True))
         ident = checkpoint_identity(self.cfg, self.env)
         for key, value in ident.items():
             if state.get(key) != value:
                 raise RunDirError(
                     f"checkpoint '{path}' has {key}={state.get(key)!r} but this run has {value!r}; "
                     "it belongs to another run")
-        self.learner.load_state_dict(state["learner"])
         episodes = state.get("episodes")
         if episodes is not None:  # continue the episodes in progress where they were
             try:
@@ -260,23 +176,17 @@ class Trainer:
                 episodes = None
             else:
                 self.episodes = Episodes.restored(obs, episodes["loop"])
-        self.counters = Counters(**state["counters"])
+        held = episodes.get("parts", {}) if episodes is not None else {}
+        for name, part in self.parts().items():
+            if state.get(name) is not None:
+                if name == "record":
+                    part.load_state_dict(state[name], device=self.device)
+                else:
+                    part.load_state_dict(state[name])
+            if hasattr(part, "load_episode_state_dict"):
+                part.load_episode_state_dict(held.get(name))
         if self.cfg.eval_every == 0:  # evaluations only at the end, wherever a resume moved the end (--steps)
             self.counters.next_eval = self.cfg.steps + 1
-        self.rng.bit_generator.state = state["rng"]["numpy"]
-        torch.set_rng_state(state["rng"]["torch"])
-        self.recent_returns = list(state.get("recent_returns", []))
-        self.reference_evals = list(state.get("reference_evals", []))
-        if state.get("replay") is not None:
-            self.replay.load_state_dict(state["replay"])
-        if self.intrinsic is not None:
-            self.intrinsic.load_state_dict(_for_episodes(state["intrinsic"], episodes is not None))
-        self.visited = set(state.get("visited", []))
-        if state.get("behaviour") is not None:
-            self.behaviour.load_state_dict(_for_episodes(state["behaviour"], episodes is not None))
-        window = state.get("train_window") or {"losses": [], "qs": []}
-        self._losses = [torch.tensor(x, device=self.device) for x in window["losses"]]
-        self._qs = [torch.tensor(x, device=self.device) for x in window["qs"]]
         step = self.counters.env_steps
         for log in (self.run.metrics_path, self.run.train_path, self.run.eval_path):
             truncate_csv_after(log, step)
@@ -386,8 +296,7 @@ class Trainer:
         n = self.cfg.env.num_envs
         obs = self.env.reset(seed=seed)
         self.replay.new_episodes()
-        ep = Episodes(obs, np.zeros(n), np.zeros(n), np.zeros(n, dtype=np.int64), [set() for _ in range(n)],
-                      np.zeros((n, 3), dtype=np.int64))
+        ep = Episodes.empty(obs)
         self._start_coverage(ep.cells, range(n))
         return ep
 
@@ -397,12 +306,12 @@ class Trainer:
         c.update_credit += num_new_steps / a.train_freq
         while c.update_credit >= 1.0 and self.replay.can_sample(a.batch_size):
             c.update_credit -= 1.0
-            batch = self._sample(a.batch_size)
-            loss, q = self.learner.update(*batch, *self._kickstart(batch[0]))
+            batch = self.replay.sample(a.batch_size).to(self._to_device)
+            loss, q = self.learner.update(batch, *self._kickstart(batch.obs))
             if self.intrinsic is not None:
                 self.intrinsic.learn(batch)
-            self._losses.append(loss)  # tensors: no device sync per update
-            self._qs.append(q)
+            self.record.losses.append(loss)  # tensors: no device sync per update
+            self.record.qs.append(q)
         if c.env_steps >= c.next_target_sync:
             self.learner.sync_target()
             c.next_target_sync += a.target_update
@@ -442,7 +351,7 @@ class Trainer:
         for i in ended:
             c.episodes += 1
             coverage = len(ep.cells[i]) if self._coverage_key is not None else None
-            self.visited |= ep.cells[i]
+            self.visited.update(ep.cells[i])
             intrinsic = round(float(ep.intrinsic[i]), 5) if self.intrinsic is not None else None
             shares = [round(float(x), 4) for x in ep.who[i] / max(int(ep.length[i]), 1)]
             rows.append([c.env_steps, c.episodes, int(i), float(ep.ret[i]), int(ep.length[i]), now,
@@ -450,20 +359,18 @@ class Trainer:
             self.recent_returns.append(float(ep.ret[i]))
         metrics.write(rows)
         del self.recent_returns[:-RECENT_EPISODES]
-        ep.ret[ended] = 0.0
-        ep.intrinsic[ended] = 0.0
-        ep.length[ended] = 0
-        ep.who[ended] = 0
+        ep.restart(ended)
 
     def _log_train(self, train_log: CsvLog, eps: float) -> None:
         c = self.counters
         now, (then, then_step) = time.monotonic(), self._window
         self._sps = (c.env_steps - then_step) / max(now - then, 1e-9)
         self._window = (now, c.env_steps)
-        loss = torch.stack(self._losses).mean().item() if self._losses else None
-        q = torch.stack(self._qs).mean().item() if self._qs else None
-        self._losses.clear()
-        self._qs.clear()
+        r = self.record
+        loss = torch.stack(r.losses).mean().item() if r.losses else None
+        q = torch.stack(r.qs).mean().item() if r.qs else None
+        r.losses.clear()
+        r.qs.clear()
         fl = self.behaviour.drain()
         taken = max(int(fl.steps.sum()), 1)
         flight_cols = [round(self.behaviour.flight_prob(eps), 5), len(fl.durations),
@@ -478,11 +385,6 @@ class Trainer:
         self.save_checkpoint()
         raise Interrupted(f"interrupted {where}; checkpoint saved; continue with the same command plus "
                           f"--resume (run directory '{self.run.path}')")
-
-    def _sample(self, batch_size: int):
-        b = self.replay.sample(batch_size)
-        to = self._to_device
-        return to(b.obs), to(b.actions), to(b.returns), to(b.discounts), to(b.next_obs)
 
     def _evaluate(self, eval_log: CsvLog, progress: ProgressReporter, stop) -> bool:
         """Evaluate the online network (and π_p beside it, on the same episodes, when

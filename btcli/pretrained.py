@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from btcli.agent.networks import QNetwork, build_q_network
+from btcli.agent.networks import QNetwork
 from btcli.errors import BtcliError
 from btcli.runs import CHECKPOINT_MARKER, RunDir, RunDirError, load_checkpoint
 
@@ -83,9 +83,9 @@ class Pretrained:
 
     def network(self, obs_shape: tuple[int, ...], num_actions: int, device: torch.device) -> QNetwork:
         """The pre-trained online Q-network, frozen (π_p = argmax of its Q-values)."""
-        a = self.agent_config
-        net = build_q_network(obs_shape, num_actions, torso=a["torso"], hidden=a["hidden"], dueling=a["dueling"],
-                              channels_last=a.get("channels_last", False) and device.type == "cpu")
+        from btcli.build import q_network
+
+        net = q_network(self.agent_config, obs_shape, num_actions, device)
         net.load_state_dict(self.state["learner"]["online"])
         return net.to(device).eval().requires_grad_(False)
 

@@ -362,6 +362,23 @@ class RunDir:
         return done[-1] if done else None
 
 
+def find_checkpoint(run: RunDir, which: str | None) -> Path:
+    """The newest complete checkpoint, or the one named by folder path or step number."""
+    if which is None:
+        path = run.latest_checkpoint()
+        if path is None:
+            raise RunDirError(f"run '{run.path}' has no complete checkpoint yet; train it first (or wait for one)")
+        return path
+    if which.isdigit():
+        path = run.checkpoints_path / f"step_{int(which):012d}"
+    else:
+        path = Path(which)
+    if not path.is_dir():
+        have = ", ".join(p.name.removeprefix("step_").lstrip("0") or "0" for p in run.complete_checkpoints())
+        raise RunDirError(f"checkpoint '{which}' not found in '{run.path}'; available steps: {have or 'none'}")
+    return path
+
+
 def load_checkpoint(path: Path, map_location: str = "cpu", *, env_state: bool = False) -> dict[str, Any]:
     """Load a complete checkpoint folder, verifying its content hash, without running code from it.
 

@@ -28,7 +28,7 @@ def test_episodic_counts_restart_with_each_episode_and_per_copy():
 def test_episode_coverage_source_pays_first_visits_only():
     from btcli.envs.base import Step
     from btcli.envs.minigrid import AGENT_IDX
-    from btcli.intrinsic.sources import EpisodeCoverageSource
+    from btcli.intrinsic.objectives.count import EpisodeCoverageSource
 
     width = 5
     source = EpisodeCoverageSource(1, width)

@@ -6,6 +6,7 @@ import torch
 
 from btcli.agent.dqn import DQNLearner, clip_grad_norm, td_targets
 from btcli.agent.networks import QHead, build_q_network
+from btcli.agent.replay import TensorBatch
 from btcli.behaviour import epsilon_greedy, linear_schedule
 from btcli.pretrained import zero_values
 
@@ -133,7 +134,7 @@ def test_update_moves_q_towards_target_and_sync_copies():
     discounts = torch.zeros(8)
     before = learner.q_values(obs)[0, 0].item()
     for _ in range(50):
-        learner.update(obs, actions, returns, discounts, obs)
+        learner.update(TensorBatch(obs, actions, returns, discounts, obs))
     after = learner.q_values(obs)[0, 0].item()
     assert abs(after - 5.0) < abs(before - 5.0) / 2
     assert not torch.allclose(learner.target(obs), learner.online(obs))
@@ -178,7 +179,7 @@ def test_update_matches_plain_forwards_and_encodes_each_batch_once(torso, shape)
     calls = []
     encode = learner.online.torso.encode
     learner.online.torso.encode = lambda o: calls.append(len(o)) or encode(o)
-    loss, _ = learner.update(obs, actions, returns, discounts, next_obs)
+    loss, _ = learner.update(TensorBatch(obs, actions, returns, discounts, next_obs))
     assert calls == ([2 * batch] if torso != "cnn" else [batch, batch])
     torch.testing.assert_close(loss, expected_loss.detach(), rtol=1e-5, atol=1e-6)
     for (name, p), ref in zip(learner.online.named_parameters(), online.parameters()):
@@ -244,7 +245,7 @@ def test_bf16_update_follows_fp32_gradient():
     for precision in ("fp32", "bf16"):
         torch.manual_seed(1)
         learner = DQNLearner(build_q_network((4, 84, 84), 4), lr=0.0, adam_eps=1e-8, precision=precision)
-        learner.update(obs, actions, returns, discounts, next_obs)
+        learner.update(TensorBatch(obs, actions, returns, discounts, next_obs))
         grads[precision] = torch.cat([p.grad.flatten() for p in learner.online.parameters()])
     cosine = torch.nn.functional.cosine_similarity(grads["fp32"], grads["bf16"], dim=0)
     assert cosine > 0.98, cosine
@@ -307,7 +308,7 @@ def test_cuda_graph_update_matches_eager(precision):
 
     for k in range(10):
         b = batch()
-        (loss_e, q_e), (loss_g, q_g) = eager.update(*b), graphed.update(*b)
+        (loss_e, q_e), (loss_g, q_g) = eager.update(TensorBatch(*b)), graphed.update(TensorBatch(*b))
         assert close(loss_e, loss_g) and close(q_e, q_g), k
         if k == 6:
             eager.sync_target()
@@ -318,7 +319,7 @@ def test_cuda_graph_update_matches_eager(precision):
     graphed.load_state_dict(eager.state_dict())  # a resume: new optimizer state, so the graph is recaptured
     assert graphed._graph is None
     b = batch()
-    assert close(eager.update(*b)[0], graphed.update(*b)[0])
+    assert close(eager.update(TensorBatch(*b))[0], graphed.update(TensorBatch(*b))[0])
     assert graphed._graph is not None
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from btcli.agent.replay import TensorBatch
 from btcli.envs.base import Step
 from btcli.intrinsic import (
     RND,
@@ -17,8 +18,8 @@ from btcli.intrinsic import (
     episodic_kernel_reward,
     lifelong_modulation,
 )
-from btcli.intrinsic.sources import NGUSource, make_source
-from btcli.loop import _for_episodes
+from btcli.intrinsic.objectives.ngu import NGUSource
+from btcli.intrinsic.registry import build_source
 
 C = 1e-3  # NGU's kernel constant c; an empty memory scores 1/c
 
@@ -191,13 +192,17 @@ def test_memory_state_dict_round_trip():
     other.add_and_reward(np.array([[5.0]]))
     state = mem.state_dict()
     other.load_state_dict(state)
+    other.load_episode_state_dict(mem.episode_state_dict())
     assert other.d2_mean.mean == pytest.approx(8 / 3) and other.d2_mean.count == 3
     # the episode in progress continues: its 3 entries are back, so 1.0 has neighbours at d² 1, 1, 1
     np.testing.assert_array_equal(other.knn_dist2(np.array([[1.0]])), [[1.0, 1.0, 1.0] + [np.inf] * 7])
-    # a resume whose episodes restart drops "episodes": empty memories, the running mean kept
+    # a resume whose episodes restart: empty memories, the running mean kept
     fresh = EpisodicMemory(num_envs=1, dim=1, capacity=10)
-    fresh.load_state_dict({k: v for k, v in state.items() if k != "episodes"})
+    fresh.add_and_reward(np.array([[5.0]]))
+    fresh.load_state_dict(state)
+    fresh.load_episode_state_dict(None)
     assert fresh.sizes[0] == 0 and fresh.d2_mean.count == 3
+    assert "memory" not in state  # the episodes' part is not in the state: an explicit pair
 
 
 def test_memory_state_dict_after_wrapping_continues_exactly():
@@ -211,6 +216,7 @@ def test_memory_state_dict_after_wrapping_continues_exactly():
     mem.add(rng.normal(size=(1, 3)), [1])  # copy 1 holds 1 entry, copy 0 five
     other = EpisodicMemory(num_envs=2, dim=3, capacity=5, k=3)
     other.load_state_dict(mem.state_dict())
+    other.load_episode_state_dict(mem.episode_state_dict())
     assert other.sizes.tolist() == [5, 1] and other.heads.tolist() == [2, 1]
     for _ in range(6):
         q = rng.normal(size=(2, 3))
@@ -447,8 +453,8 @@ def test_ngu_resume_reseeds_memories():
     acts = np.zeros(1, dtype=np.int64)
     src.rewards(np.array([[0]]), acts, _step([[1]]))
     other = _one_hot_ngu(1)
-    restarting = _for_episodes(src.state_dict(), continuing=False)  # what the loop loads then
-    other.load_state_dict(restarting)
+    other.load_state_dict(src.state_dict())
+    other.load_episode_state_dict(None)  # what the loop loads when the episodes restart
     assert other.memory.sizes[0] == 0 and other.memory.d2_mean.count == 1
     # the first step after a resume stores the loop's reset observation first: not 1/c
     r = other.rewards(np.array([[2]]), acts, _step([[2]]))
@@ -466,6 +472,7 @@ def test_ngu_state_continues_its_episodes_and_ring():
         obs = np.array(nxt)
     other = _one_hot_ngu(2, idm_buffer=3)
     other.load_state_dict(src.state_dict())
+    other.load_episode_state_dict(src.episode_state_dict())
     assert other.memory.sizes.tolist() == [5, 5] and other._seeded
     # revisits and a new cell: reseeded memories (a restarting resume) would score these differently
     for nxt in ([[2], [2]], [[0], [3]]):
@@ -549,7 +556,7 @@ def test_ngu_learn_trains_embedding_and_predictor_every_train_every_calls():
         nxt = rng.integers(0, 11, (2, *shape), dtype=np.uint8)
         src.rewards(obs, rng.integers(0, 3, 2), _step(nxt))
         obs = nxt
-    batch = tuple(torch.as_tensor(x) for x in (obs, np.zeros(2), np.zeros(2), np.ones(2), obs))
+    batch = TensorBatch(*(torch.as_tensor(x) for x in (obs, np.zeros(2), np.zeros(2), np.ones(2), obs)))
     params = lambda: [p.detach().clone() for p in [*src.idm.parameters(), *src.rnd.parameters()]]  # noqa: E731
     before = params()
     target = [p.detach().clone() for p in src.rnd.target.parameters()]
@@ -565,11 +572,18 @@ def test_ngu_learn_trains_embedding_and_predictor_every_train_every_calls():
     assert src.learn_calls == 3
 
 
-def test_make_source_builds_ngu_objectives():
+def test_registry_builds_ngu_objectives_from_their_config_sections():
+    from btcli.config import build_config
+
     class Env:
         env_id, obs_shape, num_actions, num_envs = "MiniGrid-Empty-5x5-v0", (5, 5, 2), 7, 3
 
-    ngu = make_source("ngu", Env(), lr=1e-4, feature_dim=16, device=torch.device("cpu"), k=5)
+    cfg = build_config({"env.id": "MiniGrid-Empty-5x5-v0", "command": "pretrain", "intrinsic.objective": "ngu",
+                        "intrinsic.ngu.k": 5, "intrinsic.rnd.feature_dim": 16})
+    ngu = build_source(cfg.intrinsic, Env(), torch.device("cpu"))
     assert isinstance(ngu, NGUSource) and not ngu.lifelong and ngu.memory.k == 5 and ngu.memory.num_envs == 3
-    both = make_source("ngu+rnd", Env(), lr=1e-4, feature_dim=16, device=torch.device("cpu"))
+    cfg.intrinsic.objective = "ngu+rnd"
+    both = build_source(cfg.intrinsic, Env(), torch.device("cpu"))
     assert both.lifelong and both.rnd.predictor[-1].out_features == 16
+    cfg.intrinsic.objective = "none"
+    assert build_source(cfg.intrinsic, Env(), torch.device("cpu")) is None

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from btcli.agent.replay import TensorBatch
+
 
 def td_targets(returns: torch.Tensor, discounts: torch.Tensor, next_q_target: torch.Tensor,
                next_q_online: torch.Tensor | None) -> torch.Tensor:
@@ -92,15 +94,14 @@ class DQNLearner:
         """Q-values of the online network for a batch of observations (no gradient)."""
         return self.online(obs).float()
 
-    def update(self, obs: torch.Tensor, actions: torch.Tensor, returns: torch.Tensor,
-               discounts: torch.Tensor, next_obs: torch.Tensor, demo: torch.Tensor | None = None,
+    def update(self, batch: TensorBatch, demo: torch.Tensor | None = None,
                demo_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """One gradient step on a batch; returns (TD loss, mean Q of the taken actions) as 0-d tensors.
+        """One gradient step on a replay batch; returns (TD loss, mean Q of the taken actions) as 0-d tensors.
 
         A learner built with ``demo_margin`` also needs ``demo`` (an action per row) and
         ``demo_weight`` (a 0-d tensor w): the loss is TD + w · mean large_margin_loss.
         """
-        batch = (obs, actions, returns, discounts, next_obs)
+        batch = batch.fields()
         if self.demo_margin is not None:
             if demo is None or demo_weight is None:
                 raise ValueError("this learner has a demo margin: every update needs demo and demo_weight")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -48,6 +49,26 @@ class Batch:
     discounts: np.ndarray  # [B] float32: gamma^m, or 0.0 if the window ended in termination
     next_obs: np.ndarray  # [B, *obs_shape]: obs at t+m (the final obs if the episode ended)
     indices: np.ndarray  # [B] int64 flat indices: env * cap_per_env + slot
+
+    def to(self, convert) -> TensorBatch:
+        """The batch as the learner takes it: ``convert`` (numpy -> tensor on the device) per field."""
+        return TensorBatch(convert(self.obs), convert(self.actions), convert(self.returns),
+                           convert(self.discounts), convert(self.next_obs))
+
+
+@dataclass
+class TensorBatch:
+    """A replay batch on the learner's device, named all the way to the loss (fields as :class:`Batch`)."""
+
+    obs: Any
+    actions: Any
+    returns: Any
+    discounts: Any
+    next_obs: Any
+
+    def fields(self) -> tuple:
+        """(obs, actions, returns, discounts, next_obs): the order a captured CUDA graph copies them in."""
+        return self.obs, self.actions, self.returns, self.discounts, self.next_obs
 
 
 class ReplayBuffer:

@@ -159,19 +159,27 @@ class EpisodicMemory:
         return q
 
     def state_dict(self) -> dict[str, Any]:
-        held = int(self.sizes.max())  # slots past every copy's size were never written
-        return {"d2_mean": self.d2_mean.state_dict(),
-                "episodes": {"memory": self.memory[:, :held].copy(), "sqnorms": self.sqnorms[:, :held].copy(),
-                             "sizes": self.sizes.copy(), "heads": self.heads.copy()}}
+        """The running mean of d² (the memories themselves are the episodes': :meth:`episode_state_dict`)."""
+        return {"d2_mean": self.d2_mean.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Load the running mean of d² and empty every memory (:meth:`load_episode_state_dict` fills them)."""
         self.d2_mean.load_state_dict(state["d2_mean"])
         self.reset()
-        episodes = state.get("episodes")
-        if episodes is not None:
-            held = episodes["memory"].shape[1]
-            self.memory[:, :held], self.sqnorms[:, :held] = episodes["memory"], episodes["sqnorms"]
-            self.sizes[:], self.heads[:] = episodes["sizes"], episodes["heads"]
+
+    def episode_state_dict(self) -> dict[str, Any]:
+        """Each copy's memory of the episode in progress: the written slots, sizes and heads."""
+        held = int(self.sizes.max())  # slots past every copy's size were never written
+        return {"memory": self.memory[:, :held].copy(), "sqnorms": self.sqnorms[:, :held].copy(),
+                "sizes": self.sizes.copy(), "heads": self.heads.copy()}
+
+    def load_episode_state_dict(self, state: dict[str, Any] | None) -> None:
+        """Continue the saved episodes' memories; None empties them (the episodes restart)."""
+        self.reset()
+        if state is not None:
+            held = state["memory"].shape[1]
+            self.memory[:, :held], self.sqnorms[:, :held] = state["memory"], state["sqnorms"]
+            self.sizes[:], self.heads[:] = state["sizes"], state["heads"]
 
 
 class InverseDynamics(nn.Module):

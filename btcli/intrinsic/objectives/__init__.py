@@ -1,0 +1,1 @@
+"""One module per pre-training objective (btcli/intrinsic/registry.py says what each declares)."""
