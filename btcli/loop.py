@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -152,14 +153,34 @@ class Trainer:
             c.next_checkpoint += self.cfg.checkpoint_every
         self.run.save_checkpoint(self.counters.env_steps, self.state(), keep=self.cfg.keep_checkpoints)
 
+    def _newest_verified_checkpoint(self) -> tuple[Path, dict[str, Any]] | None:
+        """The newest complete checkpoint that passes its checks (content hash, safe loading), and
+        its state; a newer one that fails is skipped with a warning naming it and the one used."""
+        failed: list[str] = []
+        for path in reversed(self.run.complete_checkpoints()):
+            try:
+                state = load_checkpoint(path, map_location=str(self.device), env_state=True)
+            except RunDirError as e:
+                failed.append(f"{path.name} ({e})")
+                continue
+            if failed:
+                print(f"warning: skipped checkpoint(s) that fail their checks: {'; '.join(failed)}; resuming from "
+                      f"{path.name}, the newest that verifies", file=sys.stderr, flush=True)
+            return path, state
+        if failed:
+            raise RunDirError(f"no checkpoint of '{self.run.path}' passes its checks: {'; '.join(failed)}; "
+                              "start the run again in a new directory")
+        return None
+
     def restore(self) -> int:
-        """Continue from the newest complete checkpoint; returns its step (0 when there is none)."""
-        path = self.run.latest_checkpoint()
-        if path is None:
+        """Continue from the newest complete checkpoint that verifies; returns its step (0 when there is none)."""
+        found = self._newest_verified_checkpoint()
+        if found is None:
             for log in (self.run.metrics_path, self.run.train_path, self.run.eval_path):
                 truncate_csv_after(log, 0)
             return 0
-        state = upgrade_checkpoint(load_checkpoint(path, map_location=str(self.device), env_state=True))
+        path, state = found
+        state = upgrade_checkpoint(state)
         ident = checkpoint_identity(self.cfg, self.env)
         for key, value in ident.items():
             if state.get(key) != value:

@@ -19,7 +19,7 @@ from btcli.config import build_config, to_dict
 from btcli.envs import make_vec_env
 from btcli.evaluation import evaluate
 from btcli.loop import Trainer
-from btcli.runs import RunDir, load_checkpoint
+from btcli.runs import RunDir, RunDirError, load_checkpoint
 
 TINY = {"env.id": "MiniGrid-Empty-5x5-v0", "steps": 12_000, "seed": 0, "eval_episodes": 20,
         "checkpoint_every": 4_000, "threads": 1}
@@ -331,3 +331,28 @@ def test_atari_same_seed_same_numbers(tmp_path):
     pd.testing.assert_frame_equal(a.drop(columns=["time", "sps"]), b.drop(columns=["time", "sps"]))
     ma, mb = (pd.read_csv(tmp_path / n / "metrics.csv").drop(columns="time") for n in "ab")
     pd.testing.assert_frame_equal(ma, mb)
+
+
+def test_resume_falls_back_to_the_newest_checkpoint_that_verifies(tmp_path, capsys):
+    """The newest checkpoint damaged after it was marked complete: the resume says which it skips
+    and continues from the one before, exactly (save_replay); none verifying is one line."""
+    cfg = build_config(EXACT | {"mode": "ez-greedy"})
+    whole = RunDir.create(tmp_path / "whole", to_dict(cfg), ["test"])
+    Trainer(cfg, whole, progress=False).train()
+    resumed = killed_copy(whole.path, tmp_path / "resumed", keep_step=2_200)
+    damaged = resumed.checkpoints_path / "step_000000002200" / "state.pt"
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    capsys.readouterr()
+    Trainer(cfg, resumed, progress=False).train(resume=True)
+    warning = capsys.readouterr().err
+    assert "skipped checkpoint(s) that fail their checks: step_000000002200" in warning
+    assert "resuming from step_000000001100, the newest that verifies" in warning
+    for name, wall in (("metrics.csv", ["time"]), ("train.csv", ["time", "sps"]), ("eval.csv", [])):
+        pd.testing.assert_frame_equal(*(pd.read_csv(r.path / name).drop(columns=wall) for r in (whole, resumed)))
+    for ckpt in resumed.complete_checkpoints():
+        (ckpt / "state.pt").write_bytes(b"damaged")
+    (resumed.path / "summary.json").unlink()
+    with pytest.raises(RunDirError, match="no checkpoint of .* passes its checks"):
+        Trainer(cfg, resumed, progress=False).restore()
