@@ -92,8 +92,8 @@ def train(config: Any, out: str | os.PathLike, *, command: str | None = None, re
     """
     import sys
 
-    from btcli.cli import _prepare_run
     from btcli.config import build_config
+    from btcli.launch import _prepare_run
 
     overrides = _overrides(config)
     if command is not None:

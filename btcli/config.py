@@ -377,6 +377,13 @@ def _coerce(key: str, value: Any, tp) -> Any:
     )
 
 
+def get_key(cfg: Any, key: str) -> Any:
+    """The value of a dotted key of a config dataclass, e.g. ``get_key(cfg, "agent.lr")``."""
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
 def set_key(cfg: Any, key: str, value: Any) -> None:
     """Set a dotted key on a config dataclass with type checking (a deprecated key sets its new one)."""
     if isinstance(cfg, RunConfig):

@@ -213,7 +213,7 @@ def test_failing_writer_is_dropped_and_the_csv_keeps_every_row(tmp_path, capsys)
 def test_missing_extra_is_one_line_naming_pip_install(monkeypatch, tmp_path):
     import importlib.util
 
-    from btcli.cli import _prepare_run
+    from btcli.launch import _prepare_run
     from btcli.errors import BtcliError
 
     real = importlib.util.find_spec
