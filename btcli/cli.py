@@ -28,6 +28,7 @@ from btcli.config import (
 )
 from btcli.console import err, fail, out
 from btcli.errors import BtcliError
+from btcli.intrinsic.registry import objectives
 from btcli.launch import train_command
 from btcli.modes import TRANSFER_MODES, mode_help
 
@@ -69,6 +70,7 @@ def _choices(name: str, values) -> type[Enum]:
 
 Mode = _choices("Mode", TRANSFER_MODES)
 Objective = _choices("Objective", OBJECTIVES)
+_OBJECTIVE_HELP = " | ".join(f"{o.name}: {o.help}" for o in objectives().values())
 Device = _choices("Device", ("auto", "cpu", "cuda"))
 Layers = _choices("Layers", ("all", "torso"))
 Freeze = _choices("Freeze", ("none", "torso"))
@@ -148,8 +150,8 @@ def _path(path: Path | None) -> str | None:
 
 @app.command()
 def pretrain(
-    objective: Objective | None = typer.Option(None, help="intrinsic reward to maximise: count (grid cells), rnd, "
-                                               "ngu (episodic novelty) or ngu+rnd (or intrinsic.objective in --config)"),
+    objective: Objective | None = typer.Option(None, help=f"intrinsic reward to maximise: {_OBJECTIVE_HELP} "
+                                               "(or intrinsic.objective in --config)"),
     env: EnvOpt = None, steps: StepsOpt = None, seed: SeedOpt = None, out: OutOpt = None,
     config: ConfigOpt = None, set_: SetOpt = [], device: DeviceOpt = None,  # noqa: B006 (typer reads it)
     num_envs: NumEnvsOpt = None, resume: ResumeOpt = False, json_out: JsonOpt = False, quiet: QuietOpt = False,
