@@ -15,8 +15,8 @@ def prepare_cli_environment() -> None:
     """Environment variables a btcli command sets before numpy loads (entry points only).
 
     numpy's OpenBLAS threads spin-wait between calls and fight torch's OpenMP threads for the
-    cores: on 2 cores an env's small frame-resize matmuls made every conv 5x slower. btcli's
-    numpy work is small per call, so one BLAS thread is right.
+    cores (measured: experiments/RESULTS.md); btcli's numpy work is small per call, so one BLAS
+    thread is right.
     """
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 

@@ -77,9 +77,9 @@ def configure_torch(threads: int) -> int:
     torch's count.
 
     btcli's numpy matmuls are small (the gym Atari backend's frame resize, NGU's neighbour
-    search), ~0.1 ms on one thread. A multi-threaded OpenBLAS wakes its threads for each of
-    them, and on a busy machine (a sweep with --jobs 2 on 2 cores) a call waits for a
-    descheduled thread: a frame resize took 18-65 ms on average against 0.7 ms on one thread.
+    search). A multi-threaded OpenBLAS wakes its threads for each of them, and on a busy
+    machine (a sweep with --jobs 2 on 2 cores) a call waits for a descheduled thread
+    (measured: experiments/RESULTS.md).
     """
     threadpool_limits(1, user_api="blas")
     if threads > 0:

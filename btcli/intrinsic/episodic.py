@@ -58,14 +58,12 @@ class EpisodicMemory:
 
     The running mean of squared k-NN distances is updated with every neighbour distance of
     the whole batch first, then used to normalise (NGU's order: update, then normalise).
-    A full memory overwrites its oldest entry. ``state_dict`` holds that running mean and,
-    under "episodes", the memories of the episodes in progress; a state without "episodes"
-    (a resume whose episodes restart) loads with empty memories.
+    A full memory overwrites its oldest entry. ``state_dict`` holds that running mean;
+    ``episode_state_dict`` the memories of the episodes in progress (loading None empties them).
 
     The memories live in host memory as float32 numpy arrays whatever device the embedding
     net runs on: the loop needs the rewards on the host every step anyway, and small numpy
-    operations cost microseconds where each torch call costs several (the search over a
-    MiniGrid episode's ~100 entries takes ~0.03 ms instead of ~0.2 ms).
+    operations cost microseconds where each torch call costs several.
 
     Neighbour search is two-stage so that long (Atari) episodes stay cheap: candidates are
     ranked by ‖m‖² − 2 q·m (one batched matrix-vector product against cached squared norms),
@@ -73,9 +71,8 @@ class EpisodicMemory:
     exact recomputation keeps the ξ clustering of (near-)identical embeddings intact (the
     expanded form's rounding near 0 would blur it); ranking by the expanded form can only
     misplace neighbours whose distances agree to float32 rounding, and the 2k margin makes
-    even that matter only when more than k such near-ties straddle the k-th place. For
-    4 x 30 000 x 32 entries a search takes ~0.7 ms on one CPU core (explicit differences over
-    the whole memory: ~5 ms).
+    even that matter only when more than k such near-ties straddle the k-th place (timings:
+    experiments/RESULTS.md).
     """
 
     _TORCH_SELECT = 2_000  # above this many entries torch's topk beats numpy's argpartition
