@@ -235,7 +235,7 @@ class RunConfig:
         if (self.command == "pretrain") != (self.intrinsic.objective != "none"):
             raise ConfigError(f"config key 'intrinsic.objective' is '{self.intrinsic.objective}' in a "
                               f"'{self.command}' run; pretrain needs an objective (--objective {'|'.join(OBJECTIVES)}), "
-                              "transfer none")
+                              "transfer and finetune take none")
         if self.intrinsic.bootstrap_terminal and self.command != "pretrain":
             raise ConfigError("config key 'intrinsic.bootstrap_terminal' applies to pretrain runs only; a transfer "
                               "learns the task's terminations")

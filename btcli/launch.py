@@ -23,6 +23,18 @@ def _default_out(cfg: RunConfig) -> Path:
     return Path("runs") / f"{cfg.command}-{what}-{env}-s{cfg.seed}"
 
 
+def new_config(overrides: dict[str, Any]) -> RunConfig:
+    """The config of a new run: the overrides resolved, the env id checked (one line if unknown)."""
+    from btcli.envs import resolve_env_id
+
+    cfg = build_config(overrides)
+    try:
+        cfg.env.id = resolve_env_id(cfg.env.id)
+    except ValueError as e:
+        raise BtcliError(str(e)) from None
+    return cfg
+
+
 def _resume_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
     """The saved config of a run; the command line may extend ``steps`` but change nothing else."""
     from btcli.runs import RunDir
@@ -72,18 +84,13 @@ def _print_config(overrides: dict[str, Any], out: Path | None, resume: bool) -> 
     reads what it must (a resumed run's config.yaml), writes nothing and trains nothing."""
     import yaml
 
-    from btcli.envs import resolve_env_id
 
     if resume:
         if out is None or not out.exists():
             raise BtcliError("--resume needs --out: an existing run directory to continue")
         cfg = _resume_config(out, {k: v for k, v in overrides.items() if k != "command"})
     else:
-        cfg = build_config(overrides)
-        try:
-            cfg.env.id = resolve_env_id(cfg.env.id)
-        except ValueError as e:
-            raise BtcliError(str(e)) from None
+        cfg = new_config(overrides)
     print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
 
 
@@ -119,7 +126,6 @@ def _prepare_run(overrides: dict[str, Any], out: Path | None, resume: bool, json
 
 def _prepare_locked(overrides: dict[str, Any], out: Path | None, resume: bool, json_out: bool, quiet: bool,
                     held: list):
-    from btcli.envs import resolve_env_id
     from btcli.loop import Trainer
     from btcli.runs import RunDir
     from btcli.runtime import resolve_device
@@ -155,11 +161,7 @@ def _prepare_locked(overrides: dict[str, Any], out: Path | None, resume: bool, j
         if run.is_complete():
             run.summary_path.unlink()
     else:
-        cfg = build_config(overrides)
-        try:
-            cfg.env.id = resolve_env_id(cfg.env.id)
-        except ValueError as e:
-            raise BtcliError(str(e)) from None
+        cfg = new_config(overrides)
         resolve_device(cfg.device)  # fail before anything is written
         require_loggers(cfg.log)
         pretrained = _check_pretrained(cfg) if cfg.transfer.pretrained else None

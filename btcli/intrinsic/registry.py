@@ -51,6 +51,29 @@ class IntrinsicSource(Protocol):
         ...
 
 
+class Untrained:
+    """For sources without a trained part or run-wide state: learning and their state are no-ops."""
+
+    def learn(self, batch) -> None:
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        return None
+
+
+class NoEpisodeState:
+    """For sources whose rewards do not depend on the episode so far."""
+
+    def episode_state_dict(self) -> None:
+        return None
+
+    def load_episode_state_dict(self, state: None) -> None:
+        return None
+
+
 @dataclass
 class SourceSpec:
     """What a builder gets: the run's options for the sections it declared, the environment

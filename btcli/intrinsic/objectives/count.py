@@ -16,7 +16,7 @@ import numpy as np
 from btcli.envs.base import _f
 from btcli.envs.minigrid import AGENT_IDX
 from btcli.errors import BtcliError
-from btcli.intrinsic.registry import SourceSpec, objective, options
+from btcli.intrinsic.registry import NoEpisodeState, SourceSpec, Untrained, objective, options
 
 
 @options("count")
@@ -30,7 +30,7 @@ class CountOptions:
             raise ValueError(f"intrinsic.count.scope is '{self.scope}'; choose one of: lifelong, episode")
 
 
-class CountSource:
+class CountSource(NoEpisodeState):
     """1/sqrt(N(cell)) on the agent's grid cell after the action (life-long counts)."""
 
     def __init__(self) -> None:
@@ -50,14 +50,8 @@ class CountSource:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.counts.load_state_dict(state)
 
-    def episode_state_dict(self) -> None:
-        return None
 
-    def load_episode_state_dict(self, state: None) -> None:
-        return None
-
-
-class EpisodeCoverageSource:
+class EpisodeCoverageSource(Untrained):
     """1 when the agent enters a grid cell for the first time in its episode, else 0.
 
     The first cell of an episode is read off the observation the episode starts with.
@@ -78,15 +72,6 @@ class EpisodeCoverageSource:
         for i in np.flatnonzero(step.terminated | step.truncated):
             self.counts.end(int(i))
         return first_visit.astype(np.float32)
-
-    def learn(self, batch) -> None:
-        return None
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        return None
 
     def episode_state_dict(self) -> dict[str, Any]:
         return self.counts.state_dict()

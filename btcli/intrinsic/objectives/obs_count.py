@@ -15,7 +15,7 @@ import numpy as np
 
 from btcli.envs.base import _f
 from btcli.intrinsic.objectives.rnd import next_observations
-from btcli.intrinsic.registry import SourceSpec, objective, options
+from btcli.intrinsic.registry import SourceSpec, Untrained, objective, options
 
 
 @options("obs_count")
@@ -28,7 +28,7 @@ class ObsCountOptions:
             raise ValueError(f"intrinsic.obs_count.scale must be positive, got {self.scale}")
 
 
-class ObsCountSource:
+class ObsCountSource(Untrained):
     """scale / sqrt(n_episode(x_{t+1})) per copy."""
 
     def __init__(self, num_envs: int, scale: float) -> None:
@@ -47,15 +47,6 @@ class ObsCountSource:
         for i in np.flatnonzero(step.terminated | step.truncated):
             self.counts[i] = {}
         return out
-
-    def learn(self, batch) -> None:
-        return None
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        return None
 
     def episode_state_dict(self) -> dict[str, Any]:
         return {"counts": [[[k, n] for k, n in seen.items()] for seen in self.counts]}

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from btcli.envs.base import _f
-from btcli.intrinsic.registry import SourceSpec, objective, options
+from btcli.intrinsic.registry import NoEpisodeState, SourceSpec, objective, options
 
 
 @options("rnd")
@@ -39,7 +39,7 @@ def next_observations(step) -> np.ndarray:
     return nxt
 
 
-class RNDSource:
+class RNDSource(NoEpisodeState):
     """Random network distillation: prediction error on the next observation, scaled by its std."""
 
     def __init__(self, obs_shape: tuple[int, ...], *, lr: float, feature_dim: int, device):
@@ -69,11 +69,6 @@ class RNDSource:
         self.rnd.load_state_dict(state["rnd"])
         self.optimizer.load_state_dict(state["optimizer"])
 
-    def episode_state_dict(self) -> None:
-        return None
-
-    def load_episode_state_dict(self, state: None) -> None:
-        return None
 
 
 @objective("rnd", sections=("rnd",), help="random network distillation: prediction error on the next observation")
