@@ -147,9 +147,10 @@ def load_runs(runs: str | os.PathLike | Iterable[str | os.PathLike], *, table: s
     """
     import pandas as pd
 
-    from btcli.analysis import RunDirError, load_run
+    from btcli.analysis import load_run
     from btcli.compare import collect_run_dirs
     from btcli.config import RECORD_KEYS, flatten
+    from btcli.runs import RunDirError
 
     if table not in TABLES:
         raise BtcliError(f"unknown table {table!r}; choose one of: {', '.join(TABLES)}")

@@ -233,8 +233,8 @@ def report(
 ) -> None:
     """Summarise runs: a table, and RUN/report.png (learning curve) and RUN/report.md per run."""
     try:
-        from btcli.analysis import RunDirError as AnalysisRunDirError
         from btcli.analysis import find_run_dirs, render_runs_table, render_summary_table, report_run
+        from btcli.runs import RunDirError
 
         try:
             runs = find_run_dirs(run_dir)
@@ -247,11 +247,11 @@ def report(
                 for path in runs:
                     try:
                         summaries.append(report_run(path, write_files=not no_files, fmt=fmt.value))
-                    except AnalysisRunDirError as e:
+                    except RunDirError as e:
                         err.print(f"warning: skipped '{path}': {e}", soft_wrap=True)
                 if not summaries:
                     raise BtcliError(f"none of the {len(runs)} run directories under '{run_dir}' could be read")
-        except AnalysisRunDirError as e:
+        except RunDirError as e:
             raise BtcliError(str(e)) from None
         if json_out:
             single = len(summaries) == 1 and runs[0] == run_dir

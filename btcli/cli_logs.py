@@ -40,15 +40,15 @@ def export_logs(
     from btcli.console import out as stdout
 
     try:
-        from btcli.analysis import RunDirError as AnalysisRunDirError
         from btcli.analysis import find_run_dirs
+        from btcli.runs import RunDirError
         from btcli.trackers import export_run
 
         found: list[Path] = []
         for path in runs:
             try:
                 found += find_run_dirs(path)
-            except AnalysisRunDirError as e:
+            except RunDirError as e:
                 raise BtcliError(str(e)) from None
         if not found:
             raise BtcliError(f"no btcli run directories (folders with config.yaml) under {', '.join(map(str, runs))}")

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from btcli import evals
-from btcli.analysis import RunData, _episodes, _training_evals
-from btcli.compare import AGGREGATE_TITLES, AGGREGATES, EVAL_METRICS, REFERENCE, Comparison
+from btcli import evals, stats
+from btcli.compare_results import AGGREGATE_TITLES, AGGREGATES, EVAL_METRICS, REFERENCE, Comparison
+from btcli.run_logs import RunData, episodes, training_evals
 
 CURVE_BINS = 40
 CURVE_REPS = 1000
@@ -44,43 +44,32 @@ def _colours(c: Comparison) -> dict[str, str]:
 
 def binned_returns(run: RunData, upper: float, bins: int = CURVE_BINS) -> np.ndarray:
     """Mean training return per equal step bin of ``[0, upper]``; NaN where a bin has no episode."""
-    ep = _episodes(run)
-    out = np.full(bins, np.nan)
+    ep = episodes(run)
     if ep.empty or upper <= 0:
-        return out
-    steps = ep["step"].to_numpy(dtype=float)
-    idx = np.clip(np.floor(steps * bins / upper).astype(np.int64), 0, bins - 1)
-    sums = np.bincount(idx, weights=ep["return"].to_numpy(dtype=float), minlength=bins)
-    counts = np.bincount(idx, minlength=bins)
-    filled = counts > 0
-    out[filled] = sums[filled] / counts[filled]
-    return out
+        return np.full(bins, np.nan)
+    return stats.binned_mean(ep["step"].to_numpy(dtype=float), ep["return"].to_numpy(dtype=float), upper, bins)[0]
 
 
 def binned_evals(run: RunData, upper: float, bins: int = CURVE_BINS) -> np.ndarray:
     """The learner's evaluation means placed in the step bins of :func:`binned_returns`; NaN elsewhere."""
     out = np.full(bins, np.nan)
-    c = evals.curve(_training_evals(run))
+    c = evals.curve(training_evals(run))
     if c.empty or upper <= 0:
         return out
-    idx = np.clip(np.floor(c["step"].to_numpy(dtype=float) * bins / upper).astype(np.int64), 0, bins - 1)
+    idx = stats.step_bins(c["step"].to_numpy(dtype=float), upper, bins)
     out[idx] = c["mean"].to_numpy(dtype=float)  # one evaluation per bin at most, unless bins are finer than evaluations
     return out
 
 
 def curve_band(curves: np.ndarray, level: float, reps: int = CURVE_REPS, seed: int = 0):
-    """Mean over runs (rows) per bin and its percentile-bootstrap band, runs resampled; NaN-aware."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN bins stay NaN
-        mean = np.nanmean(curves, axis=0)
-        if curves.shape[0] < 2:
-            return mean, mean, mean
-        rng = np.random.default_rng(seed)
-        idx = rng.integers(0, curves.shape[0], size=(reps, curves.shape[0]))
-        boots = np.nanmean(curves[idx], axis=1)
-        alpha = 100 * (1 - level) / 2
-        lo, hi = np.nanpercentile(boots, [alpha, 100 - alpha], axis=0)
-    return mean, lo, hi
+    """Mean over runs (rows) per bin and its percentile-bootstrap band (:func:`btcli.stats.bootstrap_mean_ci`);
+    a single run is its own band."""
+    if curves.shape[0] < 2:  # nothing to resample
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN bins stay NaN
+            mean = np.nanmean(curves, axis=0)
+        return mean, mean, mean
+    return stats.bootstrap_mean_ci(curves, reps=reps, level=level, seed=seed)
 
 
 def _x_range(runs: list[RunData], budgets: list[int | None]) -> float:
@@ -88,7 +77,7 @@ def _x_range(runs: list[RunData], budgets: list[int | None]) -> float:
     known = [b for b in budgets if b]
     if known:
         return float(max(known))
-    last = [float(_episodes(r)["step"].max()) for r in runs if not _episodes(r).empty]
+    last = [float(episodes(r)["step"].max()) for r in runs if not episodes(r).empty]
     return max(last, default=0.0)
 
 

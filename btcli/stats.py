@@ -10,13 +10,18 @@ Conventions:
 * the aggregate metrics (:func:`mean`, :func:`median`, :func:`iqm`, :func:`optimality_gap`,
   :func:`performance_profile`) reduce over the last two axes, so a stack of bootstrap matrices
   ``[reps, runs, tasks]`` gives one value per matrix; a 1-D or 2-D input gives a plain value;
-* NaN anywhere is a ``ValueError``: drop or impute failed runs before calling.
+* NaN anywhere is a ``ValueError``: drop or impute failed runs before calling (the one-sample
+  :func:`bootstrap_mean_ci` of learning curves is NaN-aware: an empty bin is not a score).
+
+The same module holds the one step binning of learning curves (:func:`step_bins`,
+:func:`binned_mean`) that the run report, its AUC and compare's curves share.
 
 Pure numpy; every bootstrap is deterministic for a given ``seed``.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -24,6 +29,8 @@ import numpy as np
 __all__ = [
     "ATARI_RANDOM_HUMAN",
     "atari_bounds",
+    "binned_mean",
+    "bootstrap_mean_ci",
     "iqm",
     "mean",
     "median",
@@ -33,6 +40,7 @@ __all__ = [
     "performance_profile_ci",
     "poi_ci",
     "probability_of_improvement",
+    "step_bins",
     "stratified_bootstrap_ci",
 ]
 
@@ -257,6 +265,54 @@ def performance_profile_ci(
         scores, lambda s: performance_profile(s, t), reps=reps, level=level, seed=seed
     )
     return np.atleast_1d(point), np.atleast_1d(lo), np.atleast_1d(hi)
+
+
+def bootstrap_mean_ci(values, *, reps: int = 2000, level: float = 0.95, seed: int = 0):
+    """``(mean, lo, hi)``: the mean over rows (axis 0) of ``values`` (``[n]`` or ``[n, k]``) and its
+    percentile-bootstrap interval, rows resampled with replacement (one sample, no strata).
+
+    NaN entries are left out of each mean (a column with none stays NaN), so ``[runs, bins]``
+    learning curves with empty bins can be passed as they are.
+    """
+    _check_level(level, reps)
+    x = np.asarray(values, dtype=float)
+    n = x.shape[0]
+    rng = np.random.default_rng(seed)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns stay NaN
+        point = np.nanmean(x, axis=0)
+        # draws in chunks take the same integers as one draw of [reps, n]: the result is chunk-free
+        boots = np.concatenate([np.nanmean(x[rng.integers(0, n, size=(stop - start, n))], axis=1)
+                                for start, stop in _chunks(reps, x.size)])
+        alpha = 100.0 * (1.0 - level) / 2.0
+        lo, hi = np.nanpercentile(boots, [alpha, 100.0 - alpha], axis=0)
+    return point, lo, hi
+
+
+# ----------------------------------------------------------------------------- step bins
+
+
+def step_bins(steps, upper: float, bins: int) -> np.ndarray:
+    """Bin of each step when ``[0, upper]`` is cut into ``bins`` equal bins:
+    ``clip(floor(step * bins / upper), 0, bins - 1)`` (steps at or past ``upper`` fall in the last
+    bin); all in bin 0 when ``upper <= 0``."""
+    s = np.asarray(steps, dtype=float)
+    if upper <= 0:
+        return np.zeros(s.size, dtype=np.int64)
+    return np.clip(np.floor(s * bins / upper).astype(np.int64), 0, bins - 1)
+
+
+def binned_mean(steps, values, upper: float, bins: int, weights=None) -> tuple[np.ndarray, np.ndarray]:
+    """``(means, totals)``, each ``[bins]``: per bin of :func:`step_bins`, the mean of ``values``
+    weighted by ``weights`` (1 each by default), NaN for an empty bin, and the bin's total weight."""
+    idx = step_bins(steps, upper, bins)
+    w = np.ones(idx.size) if weights is None else np.asarray(weights, dtype=float)
+    totals = np.bincount(idx, weights=w, minlength=bins)
+    sums = np.bincount(idx, weights=np.asarray(values, dtype=float) * w, minlength=bins)
+    means = np.full(bins, np.nan)
+    filled = totals > 0
+    means[filled] = sums[filled] / totals[filled]
+    return means, totals
 
 
 # ----------------------------------------------------------------------------- normalisation

@@ -288,7 +288,10 @@ def test_load_run_without_config_raises_one_line(tmp_path):
     with pytest.raises(RunDirError) as info:
         load_run(d)
     msg = str(info.value)
-    assert isinstance(info.value, ValueError)
+    from btcli.errors import BtcliError
+    from btcli.runs import RunDirError as WritingError
+
+    assert isinstance(info.value, BtcliError) and RunDirError is WritingError  # one error for run directories
     assert "\n" not in msg
     assert msg.startswith(f"'{d}' is not a btcli run directory (no config.yaml)")
 
@@ -445,7 +448,7 @@ def bt_metrics(coverage=(3.0, 5.0, np.nan, 7.0), share_pretrained=(0.0, 0.5, 0.1
 
 
 def rows_of(summary):
-    from btcli.analysis import _summary_rows
+    from btcli.run_render import _summary_rows
 
     return dict(_summary_rows(summary))
 
@@ -559,7 +562,8 @@ def test_figure_panels_follow_the_logged_columns(tmp_path):
 
 
 def test_binned_shares_are_weighted_by_episode_length(tmp_path):
-    from btcli.analysis import SHARE_COLUMNS, _binned_means
+    from btcli.run_figure import binned_means as _binned_means
+    from btcli.run_summary import SHARE_COLUMNS
 
     run = load_run(make_run(tmp_path / "r", metrics=bt_metrics()))
     one_bin = _binned_means(run, list(SHARE_COLUMNS.values()), bins=1, weight="length")

@@ -423,7 +423,7 @@ def test_minigrid_action_subset_maps_to_the_tasks_actions():
 
     from btcli.envs.minigrid import MINIGRID_ACTIONS
 
-    assert MINIGRID_ACTIONS == tuple(a.name for a in Actions)  # the order is minigrid's own
+    assert tuple(a.name for a in Actions) == MINIGRID_ACTIONS  # the order is minigrid's own
     # 'toggle,forward': agent action 0 is minigrid's toggle (5), 1 its forward (2)
     cfg = EnvConfig(id="MiniGrid-Empty-8x8-v0", num_envs=2, actions="toggle,forward")
     sub, full = make_vec_env(cfg, seed=3), make_vec_env(EnvConfig(id="MiniGrid-Empty-8x8-v0", num_envs=2), seed=3)

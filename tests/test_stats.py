@@ -256,3 +256,31 @@ def test_probability_of_improvement_agrees_with_rliable():
     point, lo, hi = stats.poi_ci(np.array(p["x"]), np.array(p["y"]), reps=RLIABLE["reps"], seed=0)
     assert point == pytest.approx(p["point"], abs=1e-12)
     assert lo == pytest.approx(p["lo"], abs=0.01) and hi == pytest.approx(p["hi"], abs=0.01)
+
+
+def test_step_bins_cut_zero_to_upper_into_equal_bins():
+    # [0, 100] in 4 bins of 25: 0 and 24.9 -> 0, 25 -> 1, 99 -> 3, 100 and 130 (past the budget) -> 3
+    got = stats.step_bins([0, 24.9, 25, 99, 100, 130], 100, 4)
+    assert got.tolist() == [0, 0, 1, 3, 3, 3]
+    assert stats.step_bins([5, 7], 0, 4).tolist() == [0, 0]
+
+
+def test_binned_mean_by_hand_weighted_and_empty_bins():
+    means, totals = stats.binned_mean([10, 20, 60, 90], [1.0, 3.0, 5.0, 7.0], 100, 4)
+    assert totals.tolist() == [2, 0, 1, 1]
+    assert means[0] == 2.0 and np.isnan(means[1]) and means[2] == 5.0 and means[3] == 7.0
+    # weights 1 and 3 in bin 0: (1*1 + 3*3) / 4 = 2.5
+    means, totals = stats.binned_mean([10, 20], [1.0, 3.0], 100, 4, weights=[1.0, 3.0])
+    assert means[0] == 2.5 and totals[0] == 4.0
+
+
+@pytest.mark.filterwarnings("ignore:Mean of empty slice")  # resamples of only the NaN row
+def test_bootstrap_mean_ci_is_the_resampled_row_means_percentiles():
+    x = np.array([[1.0, np.nan], [2.0, 4.0], [6.0, 8.0]])
+    point, lo, hi = stats.bootstrap_mean_ci(x, reps=400, level=0.9, seed=3)
+    assert point[0] == 3.0 and point[1] == 6.0  # NaN left out of the second column's mean
+    rng = np.random.default_rng(3)
+    boots = np.array([np.nanmean(x[rng.integers(0, 3, size=3)], axis=0) for _ in range(400)])
+    assert np.allclose(lo, np.nanpercentile(boots, 5, axis=0)) and np.allclose(hi, np.nanpercentile(boots, 95, axis=0))
+    one = stats.bootstrap_mean_ci(np.arange(50.0), reps=100, seed=1)
+    assert one[1] < one[0] < one[2]

@@ -213,8 +213,8 @@ def test_failing_writer_is_dropped_and_the_csv_keeps_every_row(tmp_path, capsys)
 def test_missing_extra_is_one_line_naming_pip_install(monkeypatch, tmp_path):
     import importlib.util
 
-    from btcli.launch import _prepare_run
     from btcli.errors import BtcliError
+    from btcli.launch import _prepare_run
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
