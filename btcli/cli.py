@@ -111,12 +111,8 @@ def transfer(
     print_config: PrintConfigOpt = False,
 ) -> None:
     """Learn the rewarded task, from scratch or from a pre-trained run (FT, BT, BT+FT)."""
-    try:
-        flags = {"mode": _word(mode), "command": "transfer", "transfer.pretrained": _path(pretrained)}
-        train_command(_overrides(config, flags | _common(env, steps, seed, device, num_envs), set_),
-               out, resume, json_out, quiet, print_config)
-    except BtcliError as e:
-        fail(e)
+    flags = {"mode": _word(mode), "command": "transfer", "transfer.pretrained": _path(pretrained)}
+    _train(flags, config, set_, _common(env, steps, seed, device, num_envs), out, resume, json_out, quiet, print_config)
 
 
 @app.command()
@@ -134,14 +130,10 @@ def finetune(
     print_config: PrintConfigOpt = False,
 ) -> None:
     """Fine-tune pre-trained weights on the rewarded task (the same code as `transfer --mode ft`)."""
-    try:
-        flags = {"mode": "ft", "command": "finetune", "transfer.pretrained": _path(pretrained),
-                 "transfer.ft_layers": _word(layers), "transfer.freeze": _word(freeze), "agent.lr": lr,
-                 "transfer.ft_zero_values": zero_values}
-        train_command(_overrides(config, flags | _common(env, steps, seed, device, num_envs), set_),
-               out, resume, json_out, quiet, print_config)
-    except BtcliError as e:
-        fail(e)
+    flags = {"mode": "ft", "command": "finetune", "transfer.pretrained": _path(pretrained),
+             "transfer.ft_layers": _word(layers), "transfer.freeze": _word(freeze), "agent.lr": lr,
+             "transfer.ft_zero_values": zero_values}
+    _train(flags, config, set_, _common(env, steps, seed, device, num_envs), out, resume, json_out, quiet, print_config)
 
 
 def _path(path: Path | None) -> str | None:
@@ -158,16 +150,22 @@ def pretrain(
     print_config: PrintConfigOpt = False,
 ) -> None:
     """Pre-train without rewards: the learner maximises an intrinsic reward; the task's score is only logged."""
-    try:
-        flags = {"intrinsic.objective": _word(objective), "command": "pretrain"}
-        train_command(_overrides(config, flags | _common(env, steps, seed, device, num_envs), set_),
-               out, resume, json_out, quiet, print_config)
-    except BtcliError as e:
-        fail(e)
+    flags = {"intrinsic.objective": _word(objective), "command": "pretrain"}
+    _train(flags, config, set_, _common(env, steps, seed, device, num_envs), out, resume, json_out, quiet, print_config)
 
 
 def _common(env, steps, seed, device, num_envs) -> dict[str, Any]:
     return {"env.id": env, "steps": steps, "seed": seed, "device": _word(device), "env.num_envs": num_envs}
+
+
+def _train(flags: dict[str, Any], config: Path | None, sets: list[str], common: dict[str, Any], out: Path | None,
+           resume: bool, json_out: bool, quiet: bool, print_config: bool) -> None:
+    """A training command: its flags and the shared options over --config, --set over both; bad input
+    ends in one error line."""
+    try:
+        train_command(_overrides(config, flags | common, sets), out, resume, json_out, quiet, print_config)
+    except BtcliError as e:
+        fail(e)
 
 
 @app.command()
