@@ -16,7 +16,9 @@ import torch
 
 from btcli.agent.dqn import DQNLearner
 from btcli.agent.networks import QNetwork, build_q_network
+from btcli.agent.recurrent import R2D2Learner, RecurrentQNetwork
 from btcli.agent.replay import ReplayBuffer
+from btcli.agent.sequence_replay import SequenceReplay
 from btcli.behaviour import FlightBehaviour, FlightSpec
 from btcli.config import AgentConfig, RunConfig
 from btcli.envs import make_vec_env
@@ -32,14 +34,18 @@ def checkpoint_identity(cfg: RunConfig, env: VecEnv) -> dict[str, Any]:
 
 
 def q_network(agent: AgentConfig | dict[str, Any], obs_shape: tuple[int, ...], num_actions: int,
-              device: torch.device | None = None, *, channels_last: bool | None = None) -> QNetwork:
-    """The Q-network an agent config describes (``agent`` may be a saved config's dict), on ``device``.
-    channels_last (the agent's, unless given) applies on a CPU only."""
+              device: torch.device | None = None, *, channels_last: bool | None = None
+              ) -> QNetwork | RecurrentQNetwork:
+    """The Q-network an agent config describes (``agent`` may be a saved config's dict), on ``device``:
+    recurrent with ``core`` 'lstm' (the same torso, then the LSTM). channels_last (the agent's,
+    unless given) applies on a CPU only."""
     get = agent.get if isinstance(agent, dict) else lambda key, default=None: getattr(agent, key, default)
     on_cpu = device is None or torch.device(device).type == "cpu"
     wanted = bool(get("channels_last", False)) if channels_last is None else channels_last
     net = build_q_network(tuple(obs_shape), num_actions, torso=get("torso"), hidden=get("hidden"),
                           dueling=get("dueling"), channels_last=wanted and on_cpu)
+    if (get("core") or "none") != "none":  # configs from before agent.core are feed-forward
+        net = RecurrentQNetwork(net.torso, int(get("core_size")), num_actions, bool(get("dueling")))
     return net if device is None else net.to(device)
 
 
@@ -65,11 +71,19 @@ def build_components(cfg: RunConfig, device: torch.device, rng: np.random.Genera
     env = make_vec_env(cfg.env, seed=cfg.seed)
     a, t = cfg.agent, cfg.transfer
     actions = learner_actions(cfg, env)
-    learner = DQNLearner(q_network(a, env.obs_shape, actions, device), lr=a.lr, adam_eps=a.adam_eps,
-                         double=a.double, max_grad_norm=a.max_grad_norm, precision=a.precision, device=device,
-                         cuda_graph=a.cuda_graph, demo_margin=t.kickstart_margin if t.kickstart > 0 else None)
-    replay = ReplayBuffer(a.buffer_size, cfg.env.num_envs, env.obs_shape, env.obs_dtype, frame_stack=env.frame_stack,
-                          n_step=a.n_step, gamma=a.gamma, seed=cfg.seed, num_actions=actions)
+    net = q_network(a, env.obs_shape, actions, device)
+    common = dict(lr=a.lr, adam_eps=a.adam_eps, double=a.double, max_grad_norm=a.max_grad_norm,
+                  precision=a.precision, device=device)
+    storage = dict(frame_stack=env.frame_stack, n_step=a.n_step, gamma=a.gamma, seed=cfg.seed, num_actions=actions)
+    if isinstance(net, RecurrentQNetwork):
+        learner: DQNLearner = R2D2Learner(net, burn_in=a.burn_in, **common)
+        replay: ReplayBuffer = SequenceReplay(a.buffer_size, cfg.env.num_envs, env.obs_shape, env.obs_dtype,
+                                              state_shape=(2, a.core_size), burn_in=a.burn_in, seq_len=a.seq_len,
+                                              **storage)
+    else:
+        learner = DQNLearner(net, cuda_graph=a.cuda_graph,
+                             demo_margin=t.kickstart_margin if t.kickstart > 0 else None, **common)
+        replay = ReplayBuffer(a.buffer_size, cfg.env.num_envs, env.obs_shape, env.obs_dtype, **storage)
     spec = FlightSpec(source=flight_source(cfg.mode, t.flights), start=t.flight_start, prob=t.flight_prob,
                       mu=t.flight_mu, cap=t.flight_cap, random_share=t.random_flight_share)
     behaviour = FlightBehaviour(spec, cfg.env.num_envs, actions, rng)

@@ -59,7 +59,11 @@ class AgentConfig:
     precision: str = _f("fp32", "update precision: 'fp32', or 'bf16' autocast for the forward passes")
     channels_last: bool = _f(True, "CNN: channels-last memory format (faster on CPUs)")
     cuda_graph: bool = _f(False, "CUDA: capture the whole update once as a CUDA graph and replay it (same math, "
-                          "no per-kernel launch cost); ignored on a CPU")
+                          "no per-kernel launch cost); ignored on a CPU and with agent.core=lstm")
+    core: str = _f("none", "'none' (feed-forward) or 'lstm': a recurrent core learned from replayed sequences (R2D2)")
+    core_size: int = _f(128, "agent.core=lstm: the LSTM's state size")
+    seq_len: int = _f(20, "agent.core=lstm: steps of each replayed sequence that carry the loss")
+    burn_in: int = _f(10, "agent.core=lstm: steps before them that only rebuild the stored state")
 
 
 @dataclass
@@ -188,6 +192,7 @@ class RunConfig:
             "device": (self.device, ("auto", "cpu", "cuda")),
             "agent.torso": (self.agent.torso, ("auto", "cnn", "mlp", "gridconv", "gridego")),
             "agent.precision": (self.agent.precision, ("fp32", "bf16")),
+            "agent.core": (self.agent.core, ("none", "lstm")),
             "command": (self.command, ("transfer", "pretrain", "finetune")),
             "transfer.flight_start": (self.transfer.flight_start, ("explore", "fixed")),
             "transfer.ft_layers": (self.transfer.ft_layers, ("all", "torso")),
@@ -204,7 +209,7 @@ class RunConfig:
             "steps": self.steps, "agent.batch_size": self.agent.batch_size,
             "agent.buffer_size": self.agent.buffer_size, "agent.n_step": self.agent.n_step,
             "agent.train_freq": self.agent.train_freq, "agent.target_update": self.agent.target_update,
-            "agent.hidden": self.agent.hidden,
+            "agent.hidden": self.agent.hidden, "agent.core_size": self.agent.core_size, "agent.seq_len": self.agent.seq_len,
             "checkpoint_every": self.checkpoint_every, "keep_checkpoints": self.keep_checkpoints,
             "train_log_every": self.train_log_every,
         }
@@ -215,6 +220,7 @@ class RunConfig:
             "seed": self.seed, "threads": self.threads, "eval_every": self.eval_every,
             "eval_episodes": self.eval_episodes, "agent.learning_starts": self.agent.learning_starts,
             "agent.max_grad_norm": self.agent.max_grad_norm, "agent.reward_clip": self.agent.reward_clip,
+            "agent.burn_in": self.agent.burn_in,
         }
         for key, value in non_negative.items():
             if value < 0:
@@ -227,9 +233,12 @@ class RunConfig:
             raise ConfigError(f"config key 'agent.adam_eps' must be positive, got {self.agent.adam_eps}")
         stack = self.env.frame_stack if self.env.id.startswith("ALE/") else 1
         least = min_capacity(self.env.num_envs, self.agent.n_step, stack)
+        if self.agent.core != "none":  # whole sequences per copy's stream
+            least = self.env.num_envs * (self.agent.burn_in + self.agent.seq_len + self.agent.n_step + stack)
         if self.agent.buffer_size < least:
             raise ConfigError(f"config key 'agent.buffer_size' is {self.agent.buffer_size}, below the {least} that "
-                              f"{self.env.num_envs} copies with n_step {self.agent.n_step} need; raise it")
+                              f"{self.env.num_envs} copies with n_step {self.agent.n_step}"
+                              f"{' and their sequences' if self.agent.core != 'none' else ''} need; raise it")
         if not 0.0 < self.agent.gamma <= 1.0:
             raise ConfigError(f"config key 'agent.gamma' must be in (0, 1], got {self.agent.gamma}")
         if (self.command == "pretrain") != (self.intrinsic.objective != "none"):
@@ -282,6 +291,10 @@ class RunConfig:
             raise ConfigError(f"transfer.pretrained_action needs a pre-trained policy: modes ft, bt or bt+ft, not '{self.mode}'")
         if not mode.copies_weights and (t.freeze != "none" or t.ft_layers != "all"):
             raise ConfigError(f"transfer.ft_layers / transfer.freeze only apply to modes ft and bt+ft, not '{self.mode}'")
+        if self.agent.core != "none" and mode.uses_pretrained:
+            raise ConfigError(f"agent.core={self.agent.core} learns with pretrain and transfer --mode scratch|ez-greedy "
+                              f"so far, not mode '{self.mode}' (a recurrent π_p and its weight copy are not built yet); "
+                              "use agent.core=none for it")
 
 
 # Domain presets: what a user gets with no config file. Chosen for the step budgets btcli

@@ -13,7 +13,7 @@ from btcli.build import checkpoint_identity, q_network
 from btcli.config import from_dict
 from btcli.envs import make_vec_env, resolve_env_id
 from btcli.errors import BtcliError
-from btcli.evaluation import evaluate, greedy_actor
+from btcli.evaluation import actor_for, evaluate, greedy_actor
 from btcli.pretrained import load_pretrained
 from btcli.runs import EVAL_COLUMNS, CsvLog, RunDir, find_checkpoint, load_checkpoint
 from btcli.runtime import configure_torch, resolve_device
@@ -60,7 +60,7 @@ def evaluate_run(run_dir: Path, *, episodes: int, checkpoint: str | None, epsilo
     net.load_state_dict(state["learner"]["online"])
     net.to(dev).eval()
     eps = cfg.explore.eps_eval if epsilon is None else epsilon
-    act = greedy_actor(net, dev)
+    act = actor_for(net, dev, env.num_envs)
     if extra:  # the learner's last action hands the step to π_p: load exactly the pinned checkpoint
         pinned = run.read_config()["provenance"]["pretrained"]
         pre = load_pretrained(pinned["checkpoint"], sha256=pinned["sha256"], device=str(dev))

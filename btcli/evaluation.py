@@ -32,6 +32,16 @@ def greedy_actor(net: torch.nn.Module, device: torch.device) -> Callable[[np.nda
     return act
 
 
+def actor_for(net: torch.nn.Module, device: torch.device, num_envs: int) -> Callable[[np.ndarray], np.ndarray]:
+    """The greedy actor of ``net`` for ``num_envs`` copies: a fresh :class:`RecurrentActor` (its
+    states start at zero) for a recurrent network, :func:`greedy_actor` otherwise."""
+    if getattr(net, "recurrent", False):
+        from btcli.agent.recurrent import RecurrentActor
+
+        return RecurrentActor(net, num_envs, device)
+    return greedy_actor(net, device)
+
+
 def evaluate(act: Callable[[np.ndarray], np.ndarray], env: VecEnv, episodes: int, epsilon: float,
              seed: int, on_episode: Callable[[EpisodeResult], None] | None = None,
              should_stop: Callable[[], bool] | None = None) -> list[EpisodeResult] | None:
@@ -41,7 +51,8 @@ def evaluate(act: Callable[[np.ndarray], np.ndarray], env: VecEnv, episodes: int
     so a SIGINT must not wait for it).
 
     Each copy runs a fixed quota so that short episodes are not over-represented (taking the
-    first K episodes to finish would bias the mean towards quick failures).
+    first K episodes to finish would bias the mean towards quick failures). An ``act`` with a
+    ``reset(copies)`` method (a recurrent actor) is reset for the copies whose episode ended.
     """
     rng = np.random.default_rng(seed)
     n = env.num_envs
@@ -55,6 +66,7 @@ def evaluate(act: Callable[[np.ndarray], np.ndarray], env: VecEnv, episodes: int
     probes = env.last_probes()
     key = coverage_key(probes)
     visited = [{int(v)} for v in probes[key]] if key else None
+    reset = getattr(act, "reset", None)
     while (done_count < quota).any():
         if should_stop is not None and should_stop():
             return None
@@ -66,6 +78,8 @@ def evaluate(act: Callable[[np.ndarray], np.ndarray], env: VecEnv, episodes: int
             for cells, cell in zip(visited, step.probes[key].tolist()):
                 cells.add(cell)
         ended = np.flatnonzero(step.terminated | step.truncated)
+        if reset is not None and ended.size:
+            reset(ended)
         for i in ended:
             if done_count[i] < quota[i]:
                 coverage = len(visited[i]) if visited is not None else None

@@ -104,6 +104,9 @@ def export_run(run_dir: str | Path, out: str | Path, *, checkpoint: str | None =
     if cfg.transfer.pretrained_action:
         raise ExportError(f"run '{run.path}' was trained with transfer.pretrained_action=true: its policy hands steps "
                           "to its pre-trained run's policy, so it cannot be exported alone; export a run without it")
+    if cfg.agent.core != "none":
+        raise ExportError(f"run '{run.path}' has a recurrent learner (agent.core={cfg.agent.core}); exporting it is not "
+                          "built yet: its policy needs its state carried from step to step")
     path = find_checkpoint(run, checkpoint)
     state = load_checkpoint(path)
     if "learner" not in state or "obs_shape" not in state:

@@ -20,7 +20,7 @@ from btcli.config import RunConfig, to_dict
 from btcli.envs import make_vec_env
 from btcli.envs.base import coverage_key
 from btcli.errors import Interrupted
-from btcli.evaluation import evaluate, greedy_actor
+from btcli.evaluation import actor_for, evaluate, greedy_actor
 from btcli.modes import MODES
 from btcli.pretrained import Pretrained, copy_weights, freeze, load_pretrained, zero_values
 from btcli.progress import ProgressReporter
@@ -67,6 +67,9 @@ class Trainer:
             self._to_device = lambda x: torch.from_numpy(x).pin_memory().to(self.device, non_blocking=True)
         else:
             self._to_device = torch.from_numpy
+        # a recurrent learner acts through an actor that carries each copy's state (saved with the episodes)
+        self.actor = actor_for(self.learner.online, self.device, cfg.env.num_envs) \
+            if getattr(self.learner.online, "recurrent", False) else None
         self.pretrained, self.pretrained_net, self.pretrained_act = None, None, None
         if cfg.transfer.pretrained:
             self._use_pretrained(pretrained)
@@ -96,6 +99,8 @@ class Trainer:
             parts["intrinsic"] = self.intrinsic
         if self.cfg.save_replay:
             parts["replay"] = self.replay
+        if self.actor is not None:
+            parts["actor"] = self.actor
         return parts
 
     def _use_pretrained(self, pretrained: Pretrained | None) -> None:
@@ -243,7 +248,7 @@ class Trainer:
         self._sps = 0.0
         next_progress = c.env_steps
         clip = cfg.agent.reward_clip
-        act = greedy_actor(self.learner.online, self.device)
+        act = greedy_actor(self.learner.online, self.device) if self.actor is None else None
 
         warning = precision_warning(cfg.agent.precision, self.device)
         if warning:  # also under --quiet: a sweep's log should say why its run is slow
@@ -255,6 +260,9 @@ class Trainer:
                                  + ("its episodes continued" if continued else "its episodes restarted"))
             while c.env_steps < cfg.steps:
                 eps = self.epsilon()
+                if self.actor is not None:  # the state sees every observation, whoever acts
+                    greedy = self.actor(obs)
+                    act = lambda _obs, greedy=greedy: greedy  # noqa: E731
                 actions, who = self.behaviour.act(obs, eps, act, self.pretrained_act)
                 env_actions = actions
                 if cfg.transfer.pretrained_action:
@@ -269,7 +277,11 @@ class Trainer:
                 terminated, truncated = step.terminated, step.truncated
                 if self._learn_through_terminal:  # stored as time limits; the episode still ends below
                     terminated, truncated = np.zeros_like(terminated), terminated | truncated
-                self.replay.add(obs, actions, rewards, terminated, truncated, step.final_obs)
+                if self.actor is None:
+                    self.replay.add(obs, actions, rewards, terminated, truncated, step.final_obs)
+                else:
+                    self.replay.add(obs, actions, rewards, terminated, truncated, step.final_obs,
+                                    states=self.actor.before.cpu().numpy(), final_states=self.actor.state.cpu().numpy())
                 ep.ret += step.reward
                 ep.length += 1
                 c.env_steps += n
@@ -279,6 +291,8 @@ class Trainer:
                 ended = np.flatnonzero(step.terminated | step.truncated)
                 if ended.size:
                     self.behaviour.end_episodes(ended)
+                    if self.actor is not None:
+                        self.actor.reset(ended)
                     self._log_episodes(metrics, ended, ep)
                     self._start_coverage(ep.cells, ended)
                 obs = ep.obs = step.obs
@@ -317,6 +331,8 @@ class Trainer:
         n = self.cfg.env.num_envs
         obs = self.env.reset(seed=seed)
         self.replay.new_episodes()
+        if self.actor is not None:
+            self.actor.load_episode_state_dict(None)
         ep = Episodes.empty(obs)
         self._start_coverage(ep.cells, range(n))
         return ep
@@ -330,7 +346,7 @@ class Trainer:
             batch = self.replay.sample(a.batch_size).to(self._to_device)
             loss, q = self.learner.update(batch, *self._kickstart(batch.obs))
             if self.intrinsic is not None:
-                self.intrinsic.learn(batch)
+                self.intrinsic.learn(batch.transitions())
             self.record.losses.append(loss)  # tensors: no device sync per update
             self.record.qs.append(q)
         if c.env_steps >= c.next_target_sync:
@@ -414,7 +430,7 @@ class Trainer:
         if self._eval_env is None:
             self._eval_env = make_vec_env(cfg.env, seed=cfg.seed + 1_000_003)
         step = self.counters.env_steps
-        act = greedy_actor(self.learner.online, self.device)
+        act = actor_for(self.learner.online, self.device, self._eval_env.num_envs)
         if cfg.transfer.pretrained_action:
             act = handing_off(act, self.pretrained_act, self.env.num_actions)
         policies = {"learner": act}

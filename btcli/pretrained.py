@@ -72,8 +72,16 @@ class Pretrained:
             raise PretrainedError(f"{where} was trained on {s['env_id']}, not {identity['env_id']}; pass "
                                   "--set transfer.allow_other_env=true to transfer across tasks with the same spaces")
 
+    def require_feed_forward(self) -> None:
+        """Refuse a recurrent pre-trained learner: π_p and weight copies are feed-forward so far."""
+        if (self.agent_config.get("core") or "none") != "none":
+            raise PretrainedError(f"pre-trained run '{self.run}' has a recurrent learner (agent.core="
+                                  f"{self.agent_config['core']}); using it as π_p or copying its weights is not built "
+                                  "yet: pre-train with agent.core=none for transfer")
+
     def check_architecture(self, agent: dict[str, Any]) -> None:
         """FT copies weights: refuse a learner whose network differs from the pre-trained one."""
+        self.require_feed_forward()
         for key in ARCHITECTURE_KEYS:
             theirs, ours = self.agent_config.get(key), agent.get(key)
             if theirs != ours:
@@ -84,6 +92,8 @@ class Pretrained:
     def network(self, obs_shape: tuple[int, ...], num_actions: int, device: torch.device) -> QNetwork:
         """The pre-trained online Q-network, frozen (π_p = argmax of its Q-values)."""
         from btcli.build import q_network
+
+        self.require_feed_forward()
 
         net = q_network(self.agent_config, obs_shape, num_actions, device)
         net.load_state_dict(self.state["learner"]["online"])

@@ -70,6 +70,10 @@ class TensorBatch:
         """(obs, actions, returns, discounts, next_obs): the order a captured CUDA graph copies them in."""
         return self.obs, self.actions, self.returns, self.discounts, self.next_obs
 
+    def transitions(self) -> TensorBatch:
+        """What the intrinsic reward sources learn from (obs, actions, next_obs): this batch."""
+        return self
+
 
 class ReplayBuffer:
     """n-step uniform replay over ``num_envs`` per-environment circular streams.

@@ -1,4 +1,5 @@
-"""btcli's own MiniGrid tasks: a small four-room layout for laptop-scale behaviour transfer.
+"""btcli's own MiniGrid tasks: a small four-room layout for laptop-scale behaviour transfer, and
+a memory task for recurrent learners (``MiniGrid-CueCorridor-v0``, :class:`CueCorridor`).
 
 ``SmallFourRooms`` is an 11x11 grid split into four 4x4 rooms by walls with one doorway each
 (fixed doorways, so one reward-free pre-training run learns one layout). All tasks share the
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 from minigrid.core.grid import Grid
 from minigrid.core.mission import MissionSpace
-from minigrid.core.world_object import Goal
+from minigrid.core.world_object import Ball, Goal, Key, Wall
 from minigrid.minigrid_env import MiniGridEnv
 
 SIZE = 11
@@ -73,6 +74,56 @@ class SmallFourRooms(MiniGridEnv):
         self.mission = "reach the goal"
 
 
+class CueCorridor(MiniGridEnv):
+    """A T-maze that needs memory: the cue is shown at the start only, and needed at the end.
+
+        #####     The agent starts at A facing up; the cue c (a key or a ball, drawn each
+        #G.G#     episode) lies beside it and vanishes after the first step. Both arms end
+        ##.##     in a goal cell: the key's is the left one, the ball's the right one. The
+        ##.##     right goal ends the episode with MiniGrid's 1 - 0.9 * steps / max_steps
+        #cA##     (0.775 in the shortest 5 steps), the wrong one ends it with 0.
+        #####
+
+    Once the cue is gone, what an agent sees at the junction is the same whichever cue it was
+    (the corridor leaves no way to keep the cue in its position or direction), so a policy
+    without memory succeeds in at most half the episodes. Use ``env.actions=navigation``.
+    """
+
+    CUE, LEFT_GOAL, RIGHT_GOAL, START = (1, 4), (1, 1), (3, 1), (2, 4)
+    OPEN = ((1, 1), (2, 1), (3, 1), (2, 2), (2, 3), (2, 4), (1, 4))
+
+    def __init__(self, max_steps: int = 20, **kwargs):
+        self._correct = self.LEFT_GOAL
+        super().__init__(mission_space=MissionSpace(mission_func=CueCorridor._mission), width=5, height=6,
+                         see_through_walls=True, max_steps=max_steps, **kwargs)
+
+    @staticmethod
+    def _mission() -> str:
+        return "remember the cue, take its arm"
+
+    def _gen_grid(self, width: int, height: int) -> None:
+        self.grid = Grid(width, height)
+        for x in range(width):
+            for y in range(height):
+                if (x, y) not in self.OPEN:
+                    self.grid.set(x, y, Wall())
+        self.put_obj(Goal(), *self.LEFT_GOAL)
+        self.put_obj(Goal(), *self.RIGHT_GOAL)
+        key = bool(self.np_random.integers(2))
+        self.put_obj(Key() if key else Ball(), *self.CUE)
+        self._correct = self.LEFT_GOAL if key else self.RIGHT_GOAL
+        self.agent_pos, self.agent_dir = self.START, 3
+        self.mission = self._mission()
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = super().step(action)
+        if self.grid.get(*self.CUE) is not None:  # shown at the start only
+            self.grid.set(*self.CUE, None)
+        if terminated and tuple(self.agent_pos) != self._correct:
+            reward = 0.0
+        return obs, reward, terminated, truncated, info
+
+
 def register_tasks() -> None:
     """Register btcli's tasks with gymnasium (idempotent)."""
     import gymnasium as gym
@@ -80,3 +131,5 @@ def register_tasks() -> None:
     for env_id, kwargs in TASKS.items():
         if env_id not in gym.registry:
             gym.register(env_id, entry_point="btcli.envs.tasks:SmallFourRooms", kwargs=kwargs)
+    if "MiniGrid-CueCorridor-v0" not in gym.registry:
+        gym.register("MiniGrid-CueCorridor-v0", entry_point="btcli.envs.tasks:CueCorridor")

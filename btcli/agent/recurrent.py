@@ -1,0 +1,169 @@
+"""A recurrent Q-learner in the manner of R2D2 (Kapturowski et al. 2019): an LSTM core between
+the torso and the head, learned from replayed sequences with a burn-in.
+
+- :class:`RecurrentQNetwork`: ``Q(h_t, ·) = head(h_t)``, ``(h_t, c_t) = LSTM(torso(o_t), (h_{t-1},
+  c_{t-1}))``, the state zeroed before the first observation of every episode. A state is one
+  tensor ``[B, 2, core_size]`` (h then c), so it is stored, reset and checkpointed as one array.
+- :class:`RecurrentActor`: greedy actions for N environment copies, each carrying its own state
+  from step to step and reset at its episode's end.
+- :class:`R2D2Learner`: the DQN update on a :class:`btcli.agent.sequence_replay.SequenceBatch`.
+  Each sequence starts from the state the actor had at its first entry (R2D2's "stored state");
+  the first ``burn_in`` steps only rebuild the state (no gradient, no loss), the next ``seq_len``
+  steps carry the loss. Targets are n-step returns inside the sequence, bootstrapped from the
+  target network unrolled over the same sequence from the same stored state (double Q: the
+  online unroll picks the action). The loss is the Huber TD error averaged over the learned
+  steps that are transitions.
+
+Our choices, not R2D2's: uniform replay (no priorities), no value rescaling h(x) (rewards are
+clipped as for the feed-forward DQN), sequences starting at any entry (R2D2: every 40 steps).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from btcli.agent.dqn import DQNLearner, clip_grad_norm
+from btcli.agent.networks import QHead
+
+
+class RecurrentQNetwork(nn.Module):
+    """torso -> LSTM cell -> (dueling) head, unrolled over time with resets at episode starts."""
+
+    recurrent = True
+
+    def __init__(self, torso: nn.Module, core_size: int, num_actions: int, dueling: bool):
+        super().__init__()
+        self.torso = torso
+        self.core = nn.LSTMCell(torso.out_features, core_size)
+        self.head = QHead(core_size, num_actions, dueling)
+        self.core_size = core_size
+
+    def initial_state(self, batch: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """The state before an episode's first observation: zeros ``[batch, 2, core_size]``."""
+        return torch.zeros(batch, 2, self.core_size, device=device)
+
+    def encode(self, obs: torch.Tensor) -> torch.Tensor:
+        """The torso's parameter-free input transform."""
+        return self.torso.encode(obs)
+
+    def unroll(self, x: torch.Tensor, first: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Q-values ``[B, T, A]`` of encoded inputs ``x [B, T, ...]`` from ``state [B, 2, H]``, and the
+        state after the last step. ``first [B, T]`` (bool) zeroes the state entering that step."""
+        batch, steps = first.shape
+        feats = self.torso.features(x.flatten(0, 1)).unflatten(0, (batch, steps))
+        keep = (~first).to(feats.dtype).unsqueeze(2)  # [B, T, 1]
+        h, c = state[:, 0], state[:, 1]
+        outs = []
+        for t in range(steps):
+            k = keep[:, t]
+            h, c = self.core(feats[:, t], (h * k, c * k))
+            outs.append(h)
+        q = self.head(torch.stack(outs, 1).flatten(0, 1)).unflatten(0, (batch, steps))
+        return q, torch.stack((h, c), 1)
+
+    def step(self, obs: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step for a batch of raw observations ``[B, *obs_shape]``: (Q ``[B, A]``, next state)."""
+        first = torch.zeros(obs.shape[0], 1, dtype=torch.bool, device=obs.device)
+        q, state = self.unroll(self.encode(obs).unsqueeze(1), first, state)
+        return q[:, 0], state
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        raise TypeError("a recurrent Q-network needs its state: use step(obs, state), unroll or RecurrentActor")
+
+
+class RecurrentActor:
+    """Greedy actions of a recurrent network for ``num_envs`` copies, each copy's state carried.
+
+    Call it once per environment step with every copy's observation (whoever acts: the state
+    must see every observation of the episode); :meth:`reset` the copies whose episode ended.
+    ``before`` is the state each copy had when it received the latest observation (what replay
+    stores with that entry); ``state`` the one after it. A training run saves ``state`` with
+    its episodes in progress (:meth:`episode_state_dict`), so a resume continues them exactly.
+    """
+
+    def __init__(self, net: RecurrentQNetwork, num_envs: int, device: torch.device | str):
+        self.net, self.device = net, torch.device(device)
+        self.state = net.initial_state(num_envs, self.device)
+        self.before = self.state
+
+    @torch.inference_mode()
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        self.before = self.state
+        q, self.state = self.net.step(torch.from_numpy(obs).to(self.device), self.state)
+        return q.argmax(dim=1).cpu().numpy()
+
+    def reset(self, copies) -> None:
+        """Zero the state of ``copies`` (their next observation starts an episode)."""
+        state = self.state.clone()
+        state[torch.as_tensor(np.asarray(copies, dtype=np.int64), device=self.device)] = 0.0
+        self.state = state
+
+    def state_dict(self) -> dict:
+        return {}  # nothing outlives an episode
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+    def episode_state_dict(self) -> dict:
+        return {"state": self.state.detach().cpu().clone()}
+
+    def load_episode_state_dict(self, state: dict | None) -> None:
+        """Continue the saved states; None (the episodes restart): every state zero."""
+        fresh = self.net.initial_state(self.state.shape[0], self.device)
+        self.state = fresh if state is None else torch.as_tensor(state["state"]).to(self.device, torch.float32)
+        self.before = self.state
+
+
+class R2D2Learner(DQNLearner):
+    """:class:`DQNLearner` whose update takes sequences (see the module docstring)."""
+
+    def __init__(self, online: RecurrentQNetwork, *, burn_in: int, **kwargs):
+        kwargs["cuda_graph"] = False  # the unroll's Python loop is not captured
+        super().__init__(online, **kwargs)
+        self.burn_in = int(burn_in)
+
+    def update(self, batch, demo=None, demo_weight=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One gradient step on a sequence batch; returns (TD loss, mean Q of the taken actions)."""
+        if demo is not None:
+            raise ValueError("a recurrent learner takes no demonstrations (transfer.kickstart)")
+        self.updates += 1
+        return self._sequence_step(batch)
+
+    def sequence_loss(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(TD loss over the learned steps, their mean Q) for a :class:`SequenceTensorBatch`."""
+        obs, first, state0 = batch.obs, batch.first, batch.state0
+        b, steps = first.shape
+        burn = self.burn_in
+        x = self.online.encode(obs.flatten(0, 1))
+        x = x.unflatten(0, (b, steps))
+        with torch.no_grad(), self._autocast():
+            state = self.online.unroll(x[:, :burn], first[:, :burn], state0)[1] if burn else state0
+            q_target = self.target.unroll(x, first, state0)[0].float()  # [B, T, A]
+        with self._autocast():
+            q_online = self.online.unroll(x[:, burn:], first[:, burn:], state)[0].float()  # [B, T - burn, A]
+        learned = batch.actions.shape[1]
+        q = q_online[:, :learned].gather(2, batch.actions.unsqueeze(2)).squeeze(2)  # [B, L]
+        with torch.no_grad():
+            actions = q_online.shape[2]
+            at_boot = (batch.boot - burn).unsqueeze(2).expand(-1, -1, actions)
+            next_target = q_target.gather(1, batch.boot.unsqueeze(2).expand(-1, -1, actions))
+            selector = q_online.detach().gather(1, at_boot) if self.double else next_target
+            best = selector.argmax(dim=2, keepdim=True)
+            target = batch.returns + batch.discounts * next_target.gather(2, best).squeeze(2)
+        mask = batch.mask
+        count = mask.sum().clamp_min(1.0)
+        loss = (F.smooth_l1_loss(q, target, reduction="none") * mask).sum() / count
+        return loss, (q.detach() * mask).sum() / count
+
+    def _sequence_step(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        loss, q = self.sequence_loss(batch)
+        for p in self._params:
+            p.grad = None
+        loss.backward()
+        if self.max_grad_norm > 0:
+            clip_grad_norm(self._params, self.max_grad_norm)
+        self.optimizer.step()
+        return loss.detach(), q
