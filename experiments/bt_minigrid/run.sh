@@ -5,17 +5,25 @@
 # then `btcli compare` per task on the learner-only metrics (eval-last: the last 3 evaluations;
 # eval-auc) and on the training-episode ones (final, incl. π_p's flights), π_p zero-shot as its
 # own group. Rerun to finish a killed run: finished runs are skipped.
-#   bash experiments/bt_minigrid/run.sh            # JOBS=2 parallel runs
-# Results: runs/<root>/compare-<task>-<metric>/ (compare.md, CSVs, PNGs) and .txt tables beside them.
+#   bash experiments/bt_minigrid/run.sh                      # both, JOBS=2 parallel runs
+#   bash experiments/bt_minigrid/run.sh heldout              # one of them: experiment | heldout | all
+#   bash experiments/bt_minigrid/run.sh heldout --compare-only   # the comparisons of finished runs
+# Results: runs/<root>/compare-<task>-<metric>/ (compare.md, CSVs, PNGs) and .txt tables beside them;
+# each sweep's wall time in runs/<root>/wall_time.txt.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BTCLI=${BTCLI:-.venv/bin/btcli}
 JOBS=${JOBS:-2}
+WHICH=${1:-all}
+MODE=${2:-}
+case "$WHICH" in experiment|heldout|all) ;; *) echo "run.sh: error: choose experiment, heldout or all, not '$WHICH'" >&2; exit 2;; esac
 start=$(date +%s)
-$BTCLI sweep experiments/bt_minigrid/sweep.yaml --jobs "$JOBS"
-mid=$(date +%s)
-$BTCLI sweep experiments/heldout/sweep.yaml --jobs "$JOBS"
-sweeps=$(date +%s)
+sweep() {  # yaml root
+  [ "$MODE" = "--compare-only" ] && return 0
+  local t0; t0=$(date +%s)
+  $BTCLI sweep "$1" --jobs "$JOBS"
+  echo "$1: $(( $(date +%s) - t0 )) s wall on $(nproc) cores, JOBS=$JOBS ($(date -u +%F))" >> "$2/wall_time.txt"
+}
 compare_task() {  # root task arms...
   local root=$1 task=$2; shift 2
   local runs=() auc_runs=()
@@ -33,11 +41,16 @@ compare_task() {  # root task arms...
   done
 }
 ARMS=(scratch ez-greedy scratch+pt-budget ft bt bt+ft bt+ft+ks)
-for task in SmallFourRoomsFar SmallFourRooms SmallFourRoomsNear SmallFourRoomsMisaligned; do
-  compare_task runs/bt_transfer "$task" "${ARMS[@]}" ft+random-flights
-done
-for task in SimpleCrossingS9N1 DoorKey-6x6 LavaGapS6; do
-  compare_task runs/heldout "$task" "${ARMS[@]}"
-done
-end=$(date +%s)
-echo "bt_minigrid: experiment sweep $(( mid - start )) s, held-out sweep $(( sweeps - mid )) s, total $(( end - start )) s wall"
+if [ "$WHICH" != heldout ]; then
+  sweep experiments/bt_minigrid/sweep.yaml runs/bt_transfer
+  for task in SmallFourRoomsFar SmallFourRooms SmallFourRoomsNear SmallFourRoomsMisaligned; do
+    compare_task runs/bt_transfer "$task" "${ARMS[@]}" ft+random-flights
+  done
+fi
+if [ "$WHICH" != experiment ]; then
+  sweep experiments/heldout/sweep.yaml runs/heldout
+  for task in SimpleCrossingS9N1 DoorKey-6x6 LavaGapS6; do
+    compare_task runs/heldout "$task" "${ARMS[@]}"
+  done
+fi
+echo "bt_minigrid ($WHICH${MODE:+ $MODE}): $(( $(date +%s) - start )) s wall"
