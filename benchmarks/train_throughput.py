@@ -13,6 +13,8 @@ measured only after learning starts (updates dominate; the random warm-up is not
         # beside Stable-Baselines3's DQN (pip install -e '.[bench]')
     python benchmarks/train_throughput.py --device cuda --variants textbook,btcli-fp32,btcli-fp32-graph
         # on a GPU; '-graph' replays the update as a CUDA graph (agent.cuda_graph)
+    python benchmarks/train_throughput.py --variants btcli-fp32,btcli-fp32-lstm,btcli-fp32-lstm4
+        # the recurrent learner beside the feed-forward one (see LSTM_TRAIN_FREQ)
 
 The textbook loop is what a single-file DQN does: one environment, a batch-1 forward per
 step, a replay buffer storing obs and next_obs stacks, an update every 4 steps with the
@@ -135,11 +137,19 @@ def run_sb3(env_id: str, warmup: int, measure: int, seed: int, threads: int, dev
     return {"sps": measure / (time.perf_counter() - clock.start), "num_envs": 1, "device": str(model.device)}
 
 
+# '-lstm': the recurrent learner (agent.core=lstm, its default sequences: burn-in 10, 20 learned
+# steps), one update of 32 sequences per 80 steps: 640 learned transitions per 80 steps, the
+# feed-forward loop's replay ratio (32 per 4 steps). '-lstm4' updates every 4 steps as the
+# feed-forward loop does (20x its replay ratio).
+LSTM_TRAIN_FREQ = {"lstm": 80, "lstm4": 4}
+
+
 def run_btcli(env_id: str, warmup: int, measure: int, seed: int, threads: int, precision: str,
-              num_envs: int, device: str, double: bool, cuda_graph: bool = False) -> dict:
+              num_envs: int, device: str, double: bool, cuda_graph: bool = False, core: str = "") -> dict:
+    extra = {"agent.core": "lstm", "agent.train_freq": LSTM_TRAIN_FREQ[core]} if core else {}
     return time_btcli_loop({"env.id": env_id, "env.num_envs": num_envs, "seed": seed, "threads": threads,
                             "device": device, "agent.precision": precision, "agent.double": double,
-                            "agent.cuda_graph": cuda_graph}, warmup, measure)
+                            "agent.cuda_graph": cuda_graph} | extra, warmup, measure)
 
 
 def child(args) -> None:
@@ -149,9 +159,10 @@ def child(args) -> None:
     elif args.variant == "textbook":
         result = run_textbook(args.env, args.warmup, args.measure, args.seed, args.threads, args.double, args.device)
     else:
-        parts = args.variant.split("-")  # btcli-<precision>[-graph]
+        parts = args.variant.split("-")  # btcli-<precision>[-graph][-lstm|-lstm4]
+        core = next((p for p in parts[2:] if p in LSTM_TRAIN_FREQ), "")
         result = run_btcli(args.env, args.warmup, args.measure, args.seed, args.threads,
-                           parts[1], args.num_envs, args.device, args.double, cuda_graph="graph" in parts[2:])
+                           parts[1], args.num_envs, args.device, args.double, cuda_graph="graph" in parts[2:], core=core)
     print("RESULT " + json.dumps(result))
 
 
