@@ -39,20 +39,6 @@ def epsilon_greedy(greedy: np.ndarray, epsilon: float, num_actions: int, rng: np
     return epsilon_greedy_explored(greedy, epsilon, num_actions, rng)[0]
 
 
-def handing_off(act: Actor, pretrained: Actor, handoff: int) -> Actor:
-    """A policy over learner actions whose index ``handoff`` means "π_p chooses" (for evaluation)."""
-
-    def policy(obs: np.ndarray) -> np.ndarray:
-        actions = act(obs)
-        handed = actions == handoff
-        if handed.any():
-            actions = actions.copy()
-            actions[handed] = pretrained(obs)[handed]
-        return actions
-
-    return policy
-
-
 def capped_zeta(rng: np.random.Generator, mu: float, cap: int, size: int) -> np.ndarray:
     """Flight durations n ~ zeta(mu), P(n) = n^-mu / ζ(mu) for n >= 1, capped at ``cap``.
 

@@ -291,10 +291,9 @@ class RunConfig:
             raise ConfigError(f"transfer.pretrained_action needs a pre-trained policy: modes ft, bt or bt+ft, not '{self.mode}'")
         if not mode.copies_weights and (t.freeze != "none" or t.ft_layers != "all"):
             raise ConfigError(f"transfer.ft_layers / transfer.freeze only apply to modes ft and bt+ft, not '{self.mode}'")
-        if self.agent.core != "none" and mode.uses_pretrained:
-            raise ConfigError(f"agent.core={self.agent.core} learns with pretrain and transfer --mode scratch|ez-greedy "
-                              f"so far, not mode '{self.mode}' (a recurrent π_p and its weight copy are not built yet); "
-                              "use agent.core=none for it")
+        if self.agent.core != "none" and t.kickstart > 0:
+            raise ConfigError(f"transfer.kickstart is {t.kickstart} but agent.core={self.agent.core}: the kickstart "
+                              "term is built for the feed-forward learner; set transfer.kickstart=0 or agent.core=none")
 
 
 # Domain presets: what a user gets with no config file. Chosen for the step budgets btcli

@@ -8,13 +8,13 @@ from typing import Any
 
 import numpy as np
 
-from btcli.behaviour import handing_off
 from btcli.build import checkpoint_identity, q_network
 from btcli.config import from_dict
 from btcli.envs import make_vec_env, resolve_env_id
 from btcli.errors import BtcliError
-from btcli.evaluation import actor_for, evaluate, greedy_actor
+from btcli.evaluation import actor_for, evaluate
 from btcli.pretrained import load_pretrained
+from btcli.pretrained_policy import HandingOff
 from btcli.runs import EVAL_COLUMNS, CsvLog, RunDir, find_checkpoint, load_checkpoint
 from btcli.runtime import configure_torch, resolve_device
 
@@ -64,7 +64,8 @@ def evaluate_run(run_dir: Path, *, episodes: int, checkpoint: str | None, epsilo
     if extra:  # the learner's last action hands the step to π_p: load exactly the pinned checkpoint
         pinned = run.read_config()["provenance"]["pretrained"]
         pre = load_pretrained(pinned["checkpoint"], sha256=pinned["sha256"], device=str(dev))
-        act = handing_off(act, greedy_actor(pre.network(env.obs_shape, env.num_actions, dev), dev), env.num_actions)
+        act = HandingOff(act, actor_for(pre.network(env.obs_shape, env.num_actions, dev), dev, env.num_envs),
+                         env.num_actions)
     results = evaluate(act, env, episodes, eps, seed=seed)
     env.close()
     step = int(state["step"])

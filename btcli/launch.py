@@ -204,7 +204,7 @@ def _check_pretrained(cfg: RunConfig):
     finally:
         env.close()
     if MODES[cfg.mode].copies_weights:
-        pretrained.check_architecture(to_dict(cfg.agent))
+        pretrained.check_architecture(to_dict(cfg.agent), cfg.transfer.ft_layers)
     return pretrained
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from btcli.behaviour import PRETRAINED, RANDOM, handing_off, linear_schedule
+from btcli.behaviour import PRETRAINED, RANDOM, linear_schedule
 from btcli.build import build_components, checkpoint_identity
 from btcli.config import RunConfig, to_dict
 from btcli.envs import make_vec_env
@@ -22,7 +22,8 @@ from btcli.envs.base import coverage_key
 from btcli.errors import Interrupted
 from btcli.evaluation import actor_for, evaluate, greedy_actor
 from btcli.modes import MODES
-from btcli.pretrained import Pretrained, copy_weights, freeze, load_pretrained, zero_values
+from btcli.pretrained import Pretrained, PretrainedError, copy_weights, freeze, load_pretrained, zero_values
+from btcli.pretrained_policy import HandingOff, PretrainedPolicy
 from btcli.progress import ProgressReporter
 from btcli.run_state import (
     CHECKPOINT_FORMAT,
@@ -101,6 +102,8 @@ class Trainer:
             parts["replay"] = self.replay
         if self.actor is not None:
             parts["actor"] = self.actor
+        if self.pretrained_act is not None and self.pretrained_act.recurrent:
+            parts["pretrained_policy"] = self.pretrained_act
         return parts
 
     def _use_pretrained(self, pretrained: Pretrained | None) -> None:
@@ -114,7 +117,7 @@ class Trainer:
             pretrained = load_pretrained(cfg.transfer.pretrained)
         pretrained.check_task(checkpoint_identity(cfg, self.env), allow_other_env=cfg.transfer.allow_other_env)
         if MODES[cfg.mode].copies_weights:
-            pretrained.check_architecture(to_dict(cfg.agent))
+            pretrained.check_architecture(to_dict(cfg.agent), cfg.transfer.ft_layers)
             copy_weights(self.learner.online, pretrained.state["learner"]["online"], cfg.transfer.ft_layers,
                          extra_actions=int(cfg.transfer.pretrained_action))
             if cfg.transfer.ft_zero_values:
@@ -123,7 +126,10 @@ class Trainer:
             freeze(self.learner.online, cfg.transfer.freeze)
         # π_p flies BT's flights, takes handed-off steps, is the kickstart's teacher and the zero-shot reference
         self.pretrained_net = pretrained.network(self.env.obs_shape, self.env.num_actions, self.device)
-        self.pretrained_act = greedy_actor(self.pretrained_net, self.device)
+        self.pretrained_act = PretrainedPolicy(self.pretrained_net, self.device, cfg.env.num_envs)
+        if self.pretrained_act.recurrent and self.learner.demo_margin is not None:
+            raise PretrainedError(f"pre-trained run '{pretrained.run}' is recurrent: the kickstart term asks π_p about "
+                                  "replayed single steps, which a recurrent π_p cannot answer; set transfer.kickstart=0")
         if not recorded:
             self.run.record_provenance("pretrained", pretrained.provenance())
         self.pretrained = pretrained
@@ -263,6 +269,8 @@ class Trainer:
                 if self.actor is not None:  # the state sees every observation, whoever acts
                     greedy = self.actor(obs)
                     act = lambda _obs, greedy=greedy: greedy  # noqa: E731
+                if self.pretrained_act is not None:
+                    self.pretrained_act.observe(obs)  # a recurrent π_p's state, likewise
                 actions, who = self.behaviour.act(obs, eps, act, self.pretrained_act)
                 env_actions = actions
                 if cfg.transfer.pretrained_action:
@@ -291,8 +299,9 @@ class Trainer:
                 ended = np.flatnonzero(step.terminated | step.truncated)
                 if ended.size:
                     self.behaviour.end_episodes(ended)
-                    if self.actor is not None:
-                        self.actor.reset(ended)
+                    for actor in (self.actor, self.pretrained_act):
+                        if actor is not None:
+                            actor.reset(ended)
                     self._log_episodes(metrics, ended, ep)
                     self._start_coverage(ep.cells, ended)
                 obs = ep.obs = step.obs
@@ -365,13 +374,7 @@ class Trainer:
         """(π_p's greedy actions, weight) for a learner with a demo margin; () for the others."""
         if self.learner.demo_margin is None:
             return ()
-        weight = self.kickstart_weight()
-        if weight > 0.0:
-            with torch.no_grad():  # not inference_mode: the loss indexes with these actions under autograd
-                demo = self.pretrained_net(obs).argmax(dim=1)
-        else:  # after the decay π_p is not asked: weight 0 on any action
-            demo = torch.zeros(obs.shape[0], dtype=torch.int64, device=self.device)
-        return demo, torch.tensor(weight, device=self.device)
+        return self.pretrained_act.demonstrations(obs, self.kickstart_weight())
 
     def _start_coverage(self, ep_cells: list[set], envs) -> None:
         """Begin the coverage sets of new episodes with the cell (room) they start in."""
@@ -431,12 +434,13 @@ class Trainer:
             self._eval_env = make_vec_env(cfg.env, seed=cfg.seed + 1_000_003)
         step = self.counters.env_steps
         act = actor_for(self.learner.online, self.device, self._eval_env.num_envs)
+        n = self._eval_env.num_envs
         if cfg.transfer.pretrained_action:
-            act = handing_off(act, self.pretrained_act, self.env.num_actions)
+            act = HandingOff(act, self.pretrained_act.for_evaluation(n), self.env.num_actions)
         policies = {"learner": act}
         when = cfg.transfer.eval_pretrained
         if self.pretrained_act is not None and (when == "every" or (when == "final" and step >= cfg.steps)):
-            policies["pretrained"] = self.pretrained_act
+            policies["pretrained"] = self.pretrained_act.for_evaluation(n)
         results = {}
         for name, policy in policies.items():
             results[name] = evaluate(policy, self._eval_env, cfg.eval_episodes, cfg.explore.eps_eval,

@@ -19,7 +19,20 @@ from btcli.errors import BtcliError
 from btcli.runs import CHECKPOINT_MARKER, RunDir, RunDirError, load_checkpoint
 
 # agent keys that fix the Q-network's shape: FT copies weights, so these must agree
-ARCHITECTURE_KEYS = ("torso", "hidden", "dueling")
+TORSO_KEYS = ("torso", "hidden")
+ARCHITECTURE_KEYS = (*TORSO_KEYS, "dueling")
+CORE_KEYS = ("core", "core_size")  # the recurrent core (configs from before it: feed-forward)
+
+
+def _architecture_value(agent: dict[str, Any], key: str) -> Any:
+    """An agent config's value of an architecture key; a config without ``core`` is feed-forward,
+    and a feed-forward network has no core size."""
+    core = agent.get("core") or "none"
+    if key == "core":
+        return core
+    if key == "core_size":
+        return agent.get("core_size") if core != "none" else None
+    return agent.get(key)
 
 
 class PretrainedError(BtcliError):
@@ -72,28 +85,28 @@ class Pretrained:
             raise PretrainedError(f"{where} was trained on {s['env_id']}, not {identity['env_id']}; pass "
                                   "--set transfer.allow_other_env=true to transfer across tasks with the same spaces")
 
-    def require_feed_forward(self) -> None:
-        """Refuse a recurrent pre-trained learner: π_p and weight copies are feed-forward so far."""
-        if (self.agent_config.get("core") or "none") != "none":
-            raise PretrainedError(f"pre-trained run '{self.run}' has a recurrent learner (agent.core="
-                                  f"{self.agent_config['core']}); using it as π_p or copying its weights is not built "
-                                  "yet: pre-train with agent.core=none for transfer")
-
-    def check_architecture(self, agent: dict[str, Any]) -> None:
-        """FT copies weights: refuse a learner whose network differs from the pre-trained one."""
-        self.require_feed_forward()
-        for key in ARCHITECTURE_KEYS:
-            theirs, ours = self.agent_config.get(key), agent.get(key)
+    def check_architecture(self, agent: dict[str, Any], layers: str = "all") -> None:
+        """FT copies weights: refuse a learner whose network differs from the pre-trained one in
+        what is copied (``layers`` 'all': torso, core and head; 'torso': the torso only, so a
+        feed-forward learner can take a recurrent run's torso and the other way round)."""
+        keys = ARCHITECTURE_KEYS + CORE_KEYS if layers == "all" else TORSO_KEYS
+        for key in keys:
+            theirs, ours = _architecture_value(self.agent_config, key), _architecture_value(agent, key)
             if theirs != ours:
+                also = "" if layers == "torso" or key not in CORE_KEYS else \
+                    " (or copy only the torso: transfer.ft_layers=torso)"
                 raise PretrainedError(f"agent.{key} is {ours!r} here but {theirs!r} in the pre-trained run "
                                       f"'{self.run}'; fine-tuning copies weights, so the networks must match "
-                                      f"(use --set agent.{key}={theirs})")
+                                      f"(use --set agent.{key}={theirs}){also}")
 
-    def network(self, obs_shape: tuple[int, ...], num_actions: int, device: torch.device) -> QNetwork:
-        """The pre-trained online Q-network, frozen (π_p = argmax of its Q-values)."""
+    @property
+    def recurrent(self) -> bool:
+        return _architecture_value(self.agent_config, "core") != "none"
+
+    def network(self, obs_shape: tuple[int, ...], num_actions: int, device: torch.device) -> nn.Module:
+        """The pre-trained online Q-network, frozen (π_p = argmax of its Q-values), feed-forward or
+        recurrent as it was trained."""
         from btcli.build import q_network
-
-        self.require_feed_forward()
 
         net = q_network(self.agent_config, obs_shape, num_actions, device)
         net.load_state_dict(self.state["learner"]["online"])

@@ -149,7 +149,7 @@ def test_state_dict_round_trip_keeps_whole_run_counts():
 
 
 def test_hand_off_lets_pi_choose_and_moves_the_counts():
-    from btcli.behaviour import handing_off
+    from btcli.pretrained_policy import HandingOff
 
     beh = FlightBehaviour(FlightSpec(), 4, 5, np.random.default_rng(10))  # 4 env actions + the hand-off
     obs = np.arange(4)[:, None]
@@ -160,4 +160,4 @@ def test_hand_off_lets_pi_choose_and_moves_the_counts():
     assert who.tolist() == [PRETRAINED, LEARNER, PRETRAINED, LEARNER]
     assert beh.totals()["behaviour_share"] == {"learner": 0.5, "pretrained": 0.5, "random": 0.0}
     # the evaluation policy does the same translation
-    assert handing_off(lambda o: np.array([4, 1, 4, 2]), pi, 4)(obs).tolist() == [0, 1, 2, 2]
+    assert HandingOff(lambda o: np.array([4, 1, 4, 2]), pi, 4)(obs).tolist() == [0, 1, 2, 2]

@@ -151,34 +151,44 @@ def test_burn_in_gives_no_gradient_and_its_rewards_do_not_reach_the_loss():
     assert seen == [False] * 3 + [True] * 6
 
 
-def test_recurrent_learner_needs_scratch_or_pretrain_for_now():
-    with pytest.raises(ConfigError, match="agent.core=lstm learns with pretrain and transfer --mode scratch"):
+def test_recurrent_config_refusals():
+    with pytest.raises(ConfigError, match="the kickstart term is built for the feed-forward learner"):
         build_config({"env.id": "MiniGrid-Empty-6x6-v0", "mode": "bt", "transfer.pretrained": "runs/x",
-                      "agent.core": "lstm"})
+                      "agent.core": "lstm", "transfer.kickstart": 0.1})
     with pytest.raises(ConfigError, match="agent.core' is 'gru'"):
         build_config({"env.id": "MiniGrid-Empty-6x6-v0", "agent.core": "gru"})
     with pytest.raises(ConfigError, match="and their sequences need"):
         build_config({"env.id": "MiniGrid-Empty-6x6-v0", "agent.core": "lstm", "agent.buffer_size": 60})
 
 
-def test_cli_trains_and_evaluates_a_recurrent_run_and_refuses_what_is_not_built(btcli, tmp_path):
+def test_cli_trains_evaluates_and_transfers_from_a_recurrent_run(btcli, tmp_path):
     """pretrain with agent.core=lstm, then: evaluate acts through a recurrent actor (a plain
-    forward would raise) and logs its episodes; export, and transfer from it, are refused in one line."""
+    forward would raise) and logs its episodes; bt+ft from it copies its weights and evaluates the
+    recurrent π_p beside the learner; FT into a feed-forward learner is refused in one line unless
+    only the torso is copied; export is refused in one line."""
     run = tmp_path / "pt"
+    lstm = ["--set", "agent.core=lstm", "--set", "agent.seq_len=6", "--set", "agent.burn_in=2"]
+    small = ["--set", "agent.learning_starts=400", "--set", "eval_episodes=4", "--set", "threads=1", "--quiet"]
     btcli("pretrain", "--objective", "count", "--env", "MiniGrid-Empty-6x6-v0", "--steps", "1200", "--seed", "0",
-          "--out", str(run), "--quiet", "--set", "agent.core=lstm", "--set", "agent.seq_len=6",
-          "--set", "agent.burn_in=2", "--set", "agent.learning_starts=400", "--set", "eval_episodes=4",
-          "--set", "threads=1", check=True)
+          "--out", str(run), *lstm, *small, check=True)
     before = len((run / "eval.csv").read_text().splitlines())
     btcli("evaluate", str(run), "--episodes", "4", check=True)
     assert len((run / "eval.csv").read_text().splitlines()) == before + 4
     export = btcli("export", str(run), "--out", str(tmp_path / "exp"))
     assert export.returncode != 0 and "recurrent learner" in export.stderr and len(export.stderr.strip().splitlines()) == 1
-    transfer = btcli("transfer", "--mode", "bt", "--pretrained", str(run), "--env", "MiniGrid-Empty-6x6-v0",
-                     "--steps", "500", "--out", str(tmp_path / "bt"), "--quiet")
-    assert transfer.returncode != 0 and "recurrent learner" in transfer.stderr
-    assert len(transfer.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "exp").exists()
+    transfer = ("transfer", "--pretrained", str(run), "--env", "MiniGrid-Empty-6x6-v0", "--steps", "800")
+    btcli(*transfer, "--mode", "bt+ft", "--out", str(tmp_path / "btft"), *lstm, *small, check=True)
+    import pandas as pd
+
+    evals = pd.read_csv(tmp_path / "btft" / "eval.csv")
+    assert set(evals["policy"]) == {"learner", "pretrained"}
+    refused = btcli(*transfer, "--mode", "ft", "--out", str(tmp_path / "ft-ff"), *small)
+    assert refused.returncode != 0 and len(refused.stderr.strip().splitlines()) == 1
+    assert "agent.core is 'none' here but 'lstm'" in refused.stderr and "transfer.ft_layers=torso" in refused.stderr
+    assert not (tmp_path / "ft-ff").exists()
+    btcli(*transfer, "--mode", "ft", "--out", str(tmp_path / "ft-torso"), "--set", "transfer.ft_layers=torso",
+          *small, check=True)
 
 
 MEMORY = {"env.id": "MiniGrid-CueCorridor-v0", "env.actions": "navigation", "steps": 36_000, "seed": 0, "threads": 1,

@@ -20,7 +20,7 @@ import torch
 
 from btcli.config import from_dict
 from btcli.envs import make_vec_env
-from btcli.evaluation import greedy_actor
+from btcli.evaluation import actor_for
 from btcli.pretrained import load_pretrained
 from btcli.runs import RunDir
 
@@ -46,10 +46,13 @@ def play(act, cfg, episodes: int, epsilon: float, seed: int) -> list[tuple[int, 
     out = []
     while len(out) < episodes:
         explore = rng.random() < epsilon
-        action = rng.integers(env.num_actions, size=1) if explore else act(obs)
+        greedy = act(obs) if act is not None else None  # a recurrent policy sees every observation
+        action = rng.integers(env.num_actions, size=1) if explore or act is None else greedy
         step = env.step(action)
         cells.add(int(step.probes["cell"][0]))
         if step.terminated[0] or step.truncated[0]:
+            if hasattr(act, "reset"):  # a recurrent policy's state starts again with the episode
+                act.reset([0])
             rooms = {room_of(c, width) for c in cells} - {None}
             out.append((len(cells), len(rooms)))
             cells = {int(env.last_probes()["cell"][0])}
@@ -71,7 +74,7 @@ def main() -> None:
         cfg = from_dict(RunDir(run).read_config())
         pre = load_pretrained(run)
         net = pre.network(tuple(pre.state["obs_shape"]), int(pre.state["num_actions"]), torch.device("cpu"))
-        greedy = play(greedy_actor(net, torch.device("cpu")), cfg, args.episodes, args.epsilon, seed=10_000)
+        greedy = play(actor_for(net, torch.device("cpu"), 1), cfg, args.episodes, args.epsilon, seed=10_000)
         rand = play(None, cfg, args.episodes, 1.0, seed=10_000)
         g, r = np.array(greedy), np.array(rand)
         rows.append({"run": str(run), "seed": cfg.seed, "pretrained_cells": g[:, 0].mean(), "random_cells": r[:, 0].mean(),

@@ -24,7 +24,7 @@ import torch
 from btcli.config import from_dict
 from btcli.envs import make_vec_env
 from btcli.envs.tasks import DOORWAYS, MID, SIZE, START
-from btcli.evaluation import evaluate, greedy_actor
+from btcli.evaluation import actor_for, evaluate
 from btcli.pretrained import load_pretrained
 from btcli.runs import RunDir
 
@@ -61,9 +61,9 @@ def main() -> None:
         cfg = from_dict(RunDir(run).read_config())
         pre = load_pretrained(run)
         net = pre.network(tuple(pre.state["obs_shape"]), int(pre.state["num_actions"]), torch.device("cpu"))
-        act = greedy_actor(net, torch.device("cpu"))
-        for c, cell in enumerate(cells):
+        for c in range(len(cells)):
             env = make_vec_env(replace(cfg.env, id=ids[c]), seed=args.seed)
+            act = actor_for(net, torch.device("cpu"), env.num_envs)  # fresh recurrent states per goal cell
             results = evaluate(act, env, args.episodes, args.epsilon, seed=args.seed)
             env.close()
             table[r, c] = np.mean([x.ret for x in results])

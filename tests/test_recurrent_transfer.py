@@ -1,0 +1,97 @@
+"""Transfer from a recurrent pre-trained run: a recurrent π_p flies BT's flights with its state
+following the whole episode, FT copies the recurrent weights, and exact resume keeps both states."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from btcli.behaviour import PRETRAINED
+from btcli.config import build_config, to_dict
+from btcli.loop import Trainer
+from btcli.pretrained import PretrainedError
+from btcli.runs import RunDir
+from tests.test_training import EXACT, assert_resume_is_exact
+
+LSTM = {"agent.core": "lstm", "agent.core_size": 16, "agent.hidden": 32, "agent.seq_len": 6, "agent.burn_in": 2}
+SMALL = {"env.id": "MiniGrid-Empty-6x6-v0", "env.max_episode_steps": 40, "seed": 0, "threads": 1,
+         "eval_episodes": 2, "agent.learning_starts": 400, "checkpoint_every": 1_000, "train_log_every": 400}
+
+
+@pytest.fixture(scope="module")
+def recurrent_run(tmp_path_factory):
+    """A short reward-free pre-training run of a recurrent learner (its policy moves: count reward)."""
+    root = tmp_path_factory.mktemp("pre-lstm")
+    cfg = build_config(SMALL | LSTM | {"command": "pretrain", "intrinsic.objective": "count", "steps": 1_600})
+    run = RunDir.create(root / "pt", to_dict(cfg), ["test"])
+    Trainer(cfg, run, progress=False).train()
+    return run.path
+
+
+def transfer(tmp_path, mode, pretrained, name=None, **extra) -> Trainer:
+    cfg = build_config(SMALL | {"mode": mode, "transfer.pretrained": str(pretrained), "steps": 1_200} | extra)
+    run = RunDir.create(tmp_path / (name or mode.replace("+", "_")), to_dict(cfg), ["test"])
+    return Trainer(cfg, run, progress=False)
+
+
+def test_recurrent_pi_flies_with_a_state_that_saw_the_whole_episode(tmp_path, recurrent_run):
+    """Every action π_p takes in a flight is the argmax of π_p unrolled from a zero state over
+    every observation of its copy's episode so far, whoever acted on them."""
+    trainer = transfer(tmp_path, "bt", recurrent_run, **{"transfer.flight_start": "fixed", "transfer.flight_prob": 0.2})
+    steps, ends = [], []
+    act, env_step = trainer.behaviour.act, trainer.env.step
+
+    def recording_act(obs, eps, learner, pretrained=None):
+        actions, who = act(obs, eps, learner, pretrained)
+        steps.append((obs.copy(), actions.copy(), who.copy()))
+        return actions, who
+
+    def recording_step(actions):
+        step = env_step(actions)
+        ends.append(step.terminated | step.truncated)
+        return step
+
+    trainer.behaviour.act, trainer.env.step = recording_act, recording_step
+    trainer.train()
+    net = trainer.pretrained_net
+    state = net.initial_state(trainer.cfg.env.num_envs)
+    checked = 0
+    for (obs, actions, who), ended in zip(steps, ends):
+        with torch.no_grad():
+            q, state = net.step(torch.from_numpy(obs), state)
+        by_pi = who == PRETRAINED
+        assert (actions[by_pi] == q.argmax(1).numpy()[by_pi]).all()
+        checked += int(by_pi.sum())
+        state[torch.from_numpy(ended)] = 0.0
+    assert checked > 100 and sum(e.sum() for e in ends) >= 4  # many π_p steps, across several episodes
+
+
+def test_ft_copies_the_recurrent_weights_and_zeroes_the_values(tmp_path, recurrent_run):
+    trainer = transfer(tmp_path, "ft", recurrent_run, **LSTM)
+    source = torch.load(RunDir(recurrent_run).latest_checkpoint() / "state.pt", weights_only=False)["learner"]["online"]
+    own = trainer.learner.online.state_dict()
+    assert {k for k in own if k.startswith("core.")} == {"core.weight_ih", "core.weight_hh", "core.bias_ih", "core.bias_hh"}
+    changed = {k for k, v in own.items() if not torch.equal(v, source[k])}
+    assert changed == {"head.value.weight", "head.value.bias"}  # zeroed state values, all else copied
+    torso = transfer(tmp_path, "ft", recurrent_run, name="torso", **{"transfer.ft_layers": "torso", "agent.hidden": 32})
+    ff = torso.learner.online.state_dict()
+    assert not any(k.startswith("core.") for k in ff)
+    assert all(torch.equal(ff[k], source[k]) for k in ff if k.startswith("torso."))
+
+
+def test_recurrent_pi_cannot_be_a_kickstart_teacher(tmp_path, recurrent_run):
+    with pytest.raises(PretrainedError, match="kickstart term asks π_p about replayed single steps"):
+        transfer(tmp_path, "bt+ft", recurrent_run, **{"transfer.ft_layers": "torso", "agent.hidden": 32, "transfer.kickstart": 0.1})
+
+
+@pytest.mark.parametrize("extra", [
+    {"mode": "bt+ft", **LSTM, "transfer.flight_cap": 30},  # flights of a recurrent π_p in progress at the checkpoint
+    {"mode": "bt", "transfer.pretrained_action": True, "agent.hidden": 32},  # a feed-forward learner handing steps to a recurrent π_p
+], ids=["bt+ft-lstm", "bt-handoff"])
+def test_resume_with_a_recurrent_pi_is_exact(tmp_path, recurrent_run, extra):
+    cfg = build_config(EXACT | {"transfer.pretrained": str(recurrent_run), "env.max_episode_steps": 100} | extra)
+    assert_resume_is_exact(tmp_path, cfg, keep_step=1_100, min_episodes=10)
+    summary = json.loads((tmp_path / "whole" / "summary.json").read_text())
+    assert summary["behaviour_share"]["pretrained"] > 0.05  # π_p acted, so its state mattered
