@@ -108,14 +108,13 @@ def run_sb3(env_id: str, warmup: int, measure: int, seed: int, threads: int, dev
     Optional: ``pip install -e '.[bench]'``. SB3's AtariWrapper does the frame skipping, so the
     v5 env is made with ``frameskip=1``; sticky actions stay at v5's 0.25.
     """
+    import ale_py
     import gymnasium as gym
     import torch
     from stable_baselines3 import DQN
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_atari_env
     from stable_baselines3.common.vec_env import VecFrameStack
-
-    import ale_py
 
     gym.register_envs(ale_py)
     torch.set_num_threads(threads)
