@@ -2,11 +2,13 @@
 # The paper's comparison at laptop scale, then the pre-registered held-out tasks:
 #   experiments/bt_minigrid/sweep.yaml   pre-training + 8 arms x 4 tasks x 5 seeds (runs/bt_transfer)
 #   experiments/heldout/sweep.yaml       per task pre-training + 7 arms x 3 tasks x 5 seeds (runs/heldout)
+#   experiments/bt_minigrid_ngu/sweep.yaml  NGU pre-training on the recurrent learner + 6 arms x Far x 5 seeds
+#                                        (runs/bt_ngu; only when asked for: `run.sh ngu`)
 # then `btcli compare` per task on the learner-only metrics (eval-last: the last 3 evaluations;
 # eval-auc) and on the training-episode ones (final, incl. π_p's flights), π_p zero-shot as its
 # own group. Rerun to finish a killed run: finished runs are skipped.
 #   bash experiments/bt_minigrid/run.sh                      # both, JOBS=2 parallel runs
-#   bash experiments/bt_minigrid/run.sh heldout              # one of them: experiment | heldout | all
+#   bash experiments/bt_minigrid/run.sh heldout              # one of them: experiment | heldout | ngu | all
 #   bash experiments/bt_minigrid/run.sh heldout --compare-only   # the comparisons of finished runs
 # Results: runs/<root>/compare-<task>-<metric>/ (compare.md, CSVs, PNGs) and .txt tables beside them;
 # each sweep's wall time in runs/<root>/wall_time.txt.
@@ -16,7 +18,7 @@ BTCLI=${BTCLI:-.venv/bin/btcli}
 JOBS=${JOBS:-2}
 WHICH=${1:-all}
 MODE=${2:-}
-case "$WHICH" in experiment|heldout|all) ;; *) echo "run.sh: error: choose experiment, heldout or all, not '$WHICH'" >&2; exit 2;; esac
+case "$WHICH" in experiment|heldout|ngu|all) ;; *) echo "run.sh: error: choose experiment, heldout, ngu or all, not '$WHICH'" >&2; exit 2;; esac
 start=$(date +%s)
 sweep() {  # yaml root
   [ "$MODE" = "--compare-only" ] && return 0
@@ -41,6 +43,12 @@ compare_task() {  # root task arms...
   done
 }
 ARMS=(scratch ez-greedy scratch+pt-budget ft bt bt+ft bt+ft+ks)
+if [ "$WHICH" = ngu ]; then
+  sweep experiments/bt_minigrid_ngu/sweep.yaml runs/bt_ngu
+  compare_task runs/bt_ngu SmallFourRoomsFar scratch ez-greedy scratch+pt-budget ft bt bt+ft
+  echo "bt_minigrid (ngu${MODE:+ $MODE}): $(( $(date +%s) - start )) s wall"
+  exit 0
+fi
 if [ "$WHICH" != heldout ]; then
   sweep experiments/bt_minigrid/sweep.yaml runs/bt_transfer
   for task in SmallFourRoomsFar SmallFourRooms SmallFourRoomsNear SmallFourRoomsMisaligned; do
