@@ -22,7 +22,7 @@ from btcli.envs.base import coverage_key
 from btcli.errors import Interrupted
 from btcli.evaluation import actor_for, evaluate, greedy_actor
 from btcli.modes import MODES
-from btcli.pretrained import Pretrained, PretrainedError, copy_weights, freeze, load_pretrained, zero_values
+from btcli.pretrained import Pretrained, copy_weights, freeze, load_pretrained, zero_values
 from btcli.pretrained_policy import HandingOff, PretrainedPolicy
 from btcli.progress import ProgressReporter
 from btcli.run_state import (
@@ -116,6 +116,7 @@ class Trainer:
         elif pretrained is None:
             pretrained = load_pretrained(cfg.transfer.pretrained)
         pretrained.check_task(checkpoint_identity(cfg, self.env), allow_other_env=cfg.transfer.allow_other_env)
+        pretrained.check_teacher(cfg.transfer.kickstart)
         if MODES[cfg.mode].copies_weights:
             pretrained.check_architecture(to_dict(cfg.agent), cfg.transfer.ft_layers)
             copy_weights(self.learner.online, pretrained.state["learner"]["online"], cfg.transfer.ft_layers,
@@ -127,9 +128,6 @@ class Trainer:
         # π_p flies BT's flights, takes handed-off steps, is the kickstart's teacher and the zero-shot reference
         self.pretrained_net = pretrained.network(self.env.obs_shape, self.env.num_actions, self.device)
         self.pretrained_act = PretrainedPolicy(self.pretrained_net, self.device, cfg.env.num_envs)
-        if self.pretrained_act.recurrent and self.learner.demo_margin is not None:
-            raise PretrainedError(f"pre-trained run '{pretrained.run}' is recurrent: the kickstart term asks π_p about "
-                                  "replayed single steps, which a recurrent π_p cannot answer; set transfer.kickstart=0")
         if not recorded:
             self.run.record_provenance("pretrained", pretrained.provenance())
         self.pretrained = pretrained
@@ -433,8 +431,8 @@ class Trainer:
         if self._eval_env is None:
             self._eval_env = make_vec_env(cfg.env, seed=cfg.seed + 1_000_003)
         step = self.counters.env_steps
-        act = actor_for(self.learner.online, self.device, self._eval_env.num_envs)
         n = self._eval_env.num_envs
+        act = actor_for(self.learner.online, self.device, n)
         if cfg.transfer.pretrained_action:
             act = HandingOff(act, self.pretrained_act.for_evaluation(n), self.env.num_actions)
         policies = {"learner": act}

@@ -103,6 +103,12 @@ class Pretrained:
     def recurrent(self) -> bool:
         return _architecture_value(self.agent_config, "core") != "none"
 
+    def check_teacher(self, kickstart: float) -> None:
+        """The kickstart term asks π_p about replayed single steps: refuse a recurrent π_p for it."""
+        if kickstart > 0 and self.recurrent:
+            raise PretrainedError(f"pre-trained run '{self.run}' is recurrent: the kickstart term asks π_p about "
+                                  "replayed single steps, which a recurrent π_p cannot answer; set transfer.kickstart=0")
+
     def network(self, obs_shape: tuple[int, ...], num_actions: int, device: torch.device) -> nn.Module:
         """The pre-trained online Q-network, frozen (π_p = argmax of its Q-values), feed-forward or
         recurrent as it was trained."""

@@ -189,6 +189,10 @@ def test_cli_trains_evaluates_and_transfers_from_a_recurrent_run(btcli, tmp_path
     assert not (tmp_path / "ft-ff").exists()
     btcli(*transfer, "--mode", "ft", "--out", str(tmp_path / "ft-torso"), "--set", "transfer.ft_layers=torso",
           *small, check=True)
+    teacher = btcli(*transfer, "--mode", "bt+ft", "--out", str(tmp_path / "ks"), "--set", "transfer.ft_layers=torso",
+                    "--set", "transfer.kickstart=0.1", *small)
+    assert teacher.returncode != 0 and len(teacher.stderr.strip().splitlines()) == 1
+    assert "is recurrent: the kickstart term" in teacher.stderr and not (tmp_path / "ks").exists()
 
 
 MEMORY = {"env.id": "MiniGrid-CueCorridor-v0", "env.actions": "navigation", "steps": 36_000, "seed": 0, "threads": 1,
