@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from btcli.agent.recurrent import RecurrentActor
 from btcli.behaviour import PRETRAINED, RANDOM, linear_schedule
 from btcli.build import build_components, checkpoint_identity
 from btcli.config import RunConfig, to_dict
@@ -69,7 +70,7 @@ class Trainer:
         else:
             self._to_device = torch.from_numpy
         # a recurrent learner acts through an actor that carries each copy's state (saved with the episodes)
-        self.actor = actor_for(self.learner.online, self.device, cfg.env.num_envs) \
+        self.actor = RecurrentActor(self.learner.online, cfg.env.num_envs, self.device) \
             if getattr(self.learner.online, "recurrent", False) else None
         self.pretrained, self.pretrained_net, self.pretrained_act = None, None, None
         if cfg.transfer.pretrained:
@@ -283,11 +284,8 @@ class Trainer:
                 terminated, truncated = step.terminated, step.truncated
                 if self._learn_through_terminal:  # stored as time limits; the episode still ends below
                     terminated, truncated = np.zeros_like(terminated), terminated | truncated
-                if self.actor is None:
-                    self.replay.add(obs, actions, rewards, terminated, truncated, step.final_obs)
-                else:
-                    self.replay.add(obs, actions, rewards, terminated, truncated, step.final_obs,
-                                    states=self.actor.before.cpu().numpy(), final_states=self.actor.state.cpu().numpy())
+                extra = {} if self.actor is None else self.actor.replay_fields()
+                self.replay.add(obs, actions, rewards, terminated, truncated, step.final_obs, **extra)
                 ep.ret += step.reward
                 ep.length += 1
                 c.env_steps += n

@@ -101,6 +101,10 @@ class RecurrentActor:
         state[torch.as_tensor(np.asarray(copies, dtype=np.int64), device=self.device)] = 0.0
         self.state = state
 
+    def replay_fields(self) -> dict[str, np.ndarray]:
+        """What sequence replay stores beside the latest step: each copy's state before and after it."""
+        return {"states": self.before.cpu().numpy(), "final_states": self.state.cpu().numpy()}
+
     def state_dict(self) -> dict:
         return {}  # nothing outlives an episode
 

@@ -3,7 +3,8 @@
 For each pre-training run given, plays ``--episodes`` episodes with the run's greedy policy
 (epsilon ``--epsilon``, as `btcli evaluate`) and as many with uniformly random actions, on
 the run's own task and observation encoding, and reports distinct cells and rooms per
-episode. Rooms are the four quadrants split by the walls along the grid's middle row and column
+episode, and the share of the policy's episodes that enter more rooms than any random episode
+did (rooms random never reaches). Rooms are the four quadrants split by the walls along the grid's middle row and column
 (doorways count as no room): btcli's SmallFourRooms* tasks and MiniGrid-FourRooms-v0.
 
     .venv/bin/python experiments/bt_minigrid/coverage.py runs/bt_minigrid/pretrain-*
@@ -80,15 +81,18 @@ def main() -> None:
         rows.append({"run": str(run), "seed": cfg.seed, "pretrained_cells": g[:, 0].mean(), "random_cells": r[:, 0].mean(),
                      "ratio": g[:, 0].mean() / r[:, 0].mean(), "pretrained_rooms": g[:, 1].mean(),
                      "random_rooms": r[:, 1].mean(), "pretrained_all_rooms": (g[:, 1] == 4).mean(),
-                     "random_all_rooms": (r[:, 1] == 4).mean()})
+                     "random_all_rooms": (r[:, 1] == 4).mean(),
+                     # "rooms random never reaches": episodes entering more rooms than any random one did
+                     "random_max_rooms": int(r[:, 1].max()), "pretrained_beyond_random": (g[:, 1] > r[:, 1].max()).mean()})
     if args.json:
         print(json.dumps(rows, indent=2))
         return
-    print(f"{'run':60s} cells(pre) cells(rand) ratio rooms(pre) rooms(rand) all4(pre) all4(rand)")
+    print(f"{'run':60s} cells(pre) cells(rand) ratio rooms(pre) rooms(rand) all4(pre) all4(rand) "
+          "max(rand) >max(pre)")
     for row in rows:
         print(f"{row['run']:60s} {row['pretrained_cells']:10.1f} {row['random_cells']:11.1f} {row['ratio']:5.2f} "
               f"{row['pretrained_rooms']:10.2f} {row['random_rooms']:11.2f} {row['pretrained_all_rooms']:9.2f} "
-              f"{row['random_all_rooms']:10.2f}")
+              f"{row['random_all_rooms']:10.2f} {row['random_max_rooms']:9d} {row['pretrained_beyond_random']:9.2f}")
     ratios = np.array([row["ratio"] for row in rows])
     print(f"mean ratio over {len(rows)} runs: {ratios.mean():.2f} (min {ratios.min():.2f}, max {ratios.max():.2f})")
 
