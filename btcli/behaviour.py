@@ -19,6 +19,10 @@ BEHAVIOURS = ("learner", "pretrained", "random")
 Actor = Callable[[np.ndarray], np.ndarray]
 
 
+Epsilon = float | np.ndarray
+"""One epsilon for every copy, or one per copy [num_envs] (explore.ladder)."""
+
+
 def linear_schedule(start: float, end: float, duration: int, step: int) -> float:
     """Linear interpolation from ``start`` at step 0 to ``end`` at ``duration``, constant after."""
     if duration <= 0 or step >= duration:
@@ -26,7 +30,15 @@ def linear_schedule(start: float, end: float, duration: int, step: int) -> float
     return start + (end - start) * (step / duration)
 
 
-def epsilon_greedy_explored(greedy: np.ndarray, epsilon: float, num_actions: int, rng: np.random.Generator
+def epsilon_ladder(base: float, alpha: float, n: int) -> np.ndarray:
+    """Per-copy epsilons [n] of Ape-X (Horgan et al. 2018): copy i gets base^(1 + alpha * i / (n - 1)),
+    one copy base**1 when n is 1. Ape-X, R2D2 and NGU use base 0.4, alpha 7."""
+    if n == 1:
+        return np.array([base])
+    return base ** (1.0 + alpha * np.arange(n) / (n - 1))
+
+
+def epsilon_greedy_explored(greedy: np.ndarray, epsilon: Epsilon, num_actions: int, rng: np.random.Generator
                             ) -> tuple[np.ndarray, np.ndarray]:
     """Each greedy action replaced by a uniform random one with probability ``epsilon``; and which were."""
     explore = rng.random(greedy.shape[0]) < epsilon
@@ -34,7 +46,7 @@ def epsilon_greedy_explored(greedy: np.ndarray, epsilon: float, num_actions: int
     return np.where(explore, random_actions, greedy).astype(np.int64), explore
 
 
-def epsilon_greedy(greedy: np.ndarray, epsilon: float, num_actions: int, rng: np.random.Generator) -> np.ndarray:
+def epsilon_greedy(greedy: np.ndarray, epsilon: Epsilon, num_actions: int, rng: np.random.Generator) -> np.ndarray:
     """Replace each greedy action by a uniform random one with probability ``epsilon``."""
     return epsilon_greedy_explored(greedy, epsilon, num_actions, rng)[0]
 
@@ -91,14 +103,14 @@ class FlightBehaviour:
         self.total_flight_steps = 0
         self.longest_flight = 0
 
-    def flight_prob(self, epsilon: float) -> float:
+    def flight_prob(self, epsilon: Epsilon) -> Epsilon:
         """The probability that an idle copy starts a flight at this step."""
         s = self.spec
         if s.source == "none":
             return 0.0
         return epsilon if s.start == "explore" else s.prob
 
-    def act(self, obs: np.ndarray, epsilon: float, learner: Actor, pretrained: Actor | None = None
+    def act(self, obs: np.ndarray, epsilon: Epsilon, learner: Actor, pretrained: Actor | None = None
             ) -> tuple[np.ndarray, np.ndarray]:
         """Actions [num_envs] for ``obs`` and who chose each (LEARNER, PRETRAINED or RANDOM)."""
         n, s = self.num_envs, self.spec
@@ -192,10 +204,10 @@ class FlightBehaviour:
         stats, self.stats = self.stats, FlightStats()
         return stats
 
-    def _learner_step(self, obs: np.ndarray, acting: np.ndarray, epsilon: float, learner: Actor
+    def _learner_step(self, obs: np.ndarray, acting: np.ndarray, epsilon: Epsilon, learner: Actor
                       ) -> tuple[np.ndarray, np.ndarray]:
         n = self.num_envs
-        greedy = learner(obs) if epsilon < 1.0 and acting.any() else np.zeros(n, dtype=np.int64)
+        greedy = learner(obs) if np.any(np.asarray(epsilon) < 1.0) and acting.any() else np.zeros(n, dtype=np.int64)
         actions, explore = epsilon_greedy_explored(greedy, epsilon, self.num_actions, self.rng)
         who = np.where(explore, RANDOM, LEARNER).astype(np.int64)
         if self.spec.source == "none":

@@ -74,6 +74,9 @@ class ExploreConfig:
     eps_end: float = _f(0.01, "epsilon after the decay")
     eps_decay_steps: int = _f(100_000, "environment steps of linear decay from eps_start to eps_end")
     eps_eval: float = _f(0.001, "epsilon of the greedy evaluation policy (Machado et al. 2018)")
+    ladder: float = _f(0.0, "> 0: copy i of N decays to ladder^(1 + ladder_alpha*i/(N-1)), not eps_end (Ape-X's "
+                       "per-actor epsilons, used by R2D2 and NGU; Ape-X: 0.4); 0: off")
+    ladder_alpha: float = _f(7.0, "explore.ladder: the exponent's spread across the copies (Ape-X: 7)")
 
 
 def _intrinsic_config() -> type:
@@ -225,7 +228,9 @@ class RunConfig:
         for key, value in non_negative.items():
             if value < 0:
                 raise ConfigError(f"config key '{key}' must be >= 0, got {value}")
-        for key in ("eps_start", "eps_end", "eps_eval"):
+        if self.explore.ladder_alpha < 0:
+            raise ConfigError(f"config key 'explore.ladder_alpha' must be >= 0, got {self.explore.ladder_alpha}")
+        for key in ("eps_start", "eps_end", "eps_eval", "ladder"):
             value = getattr(self.explore, key)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"config key 'explore.{key}' must be in [0, 1], got {value}")

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from btcli.agent.recurrent import RecurrentActor
-from btcli.behaviour import PRETRAINED, RANDOM, linear_schedule
+from btcli.behaviour import PRETRAINED, RANDOM, Epsilon, epsilon_ladder, linear_schedule
 from btcli.build import build_components, checkpoint_identity
 from btcli.config import RunConfig, to_dict
 from btcli.envs import make_vec_env
@@ -228,9 +228,11 @@ class Trainer:
     def _elapsed(self) -> float:
         return self.counters.elapsed_s + (time.monotonic() - self._t0)
 
-    def epsilon(self) -> float:
+    def epsilon(self) -> Epsilon:
+        """The training epsilon now: one for all copies, or one per copy under explore.ladder."""
         e = self.cfg.explore
-        return linear_schedule(e.eps_start, e.eps_end, e.eps_decay_steps, self.counters.env_steps)
+        end = epsilon_ladder(e.ladder, e.ladder_alpha, self.cfg.env.num_envs) if e.ladder > 0 else e.eps_end
+        return linear_schedule(e.eps_start, end, e.eps_decay_steps, self.counters.env_steps)
 
     def train(self, *, resume: bool = False) -> dict[str, Any]:
         """Train until ``cfg.steps`` environment steps; returns the summary written last."""
@@ -311,7 +313,7 @@ class Trainer:
                     c.next_eval += cfg.eval_every
                 if c.env_steps >= next_progress:
                     recent = float(np.mean(self.recent_returns)) if self.recent_returns else None
-                    progress.update(c.env_steps, {"sps": self._sps or None, "return": recent, "eps": eps})
+                    progress.update(c.env_steps, {"sps": self._sps or None, "return": recent, "eps": float(np.mean(eps))})
                     next_progress = c.env_steps + max(n, 200)
                 if signals:
                     self._interrupt(f"at step {c.env_steps}")
@@ -397,7 +399,7 @@ class Trainer:
         del self.recent_returns[:-RECENT_EPISODES]
         ep.restart(ended)
 
-    def _log_train(self, train_log: CsvLog, eps: float) -> None:
+    def _log_train(self, train_log: CsvLog, eps: Epsilon) -> None:
         c = self.counters
         now, (then, then_step) = time.monotonic(), self._window
         self._sps = (c.env_steps - then_step) / max(now - then, 1e-9)
@@ -409,11 +411,11 @@ class Trainer:
         r.qs.clear()
         fl = self.behaviour.drain()
         taken = max(int(fl.steps.sum()), 1)
-        flight_cols = [round(self.behaviour.flight_prob(eps), 5), len(fl.durations),
+        flight_cols = [round(float(np.mean(self.behaviour.flight_prob(eps))), 5), len(fl.durations),
                        round(float(np.mean(fl.durations)), 3) if fl.durations else None,
                        max(fl.durations) if fl.durations else None,
                        round(fl.steps[PRETRAINED] / taken, 4), round(fl.steps[RANDOM] / taken, 4)]
-        train_log.write([[c.env_steps, round(self._elapsed(), 3), round(self._sps, 1), round(eps, 5), loss, q,
+        train_log.write([[c.env_steps, round(self._elapsed(), 3), round(self._sps, 1), round(float(np.mean(eps)), 5), loss, q,
                           self.learner.updates, len(self.replay), *flight_cols]])
         c.next_train_log += self.cfg.train_log_every
 

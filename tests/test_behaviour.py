@@ -12,6 +12,7 @@ from btcli.behaviour import (
     FlightSpec,
     capped_zeta,
     epsilon_greedy,
+    epsilon_ladder,
     linear_schedule,
 )
 
@@ -37,6 +38,28 @@ def test_linear_schedule_and_epsilon_greedy():
     acts = epsilon_greedy(greedy, 0.2, 4, rng)
     # a random action replaces the greedy one 20% of the time and is never 7 (4 actions)
     assert abs((acts != 7).mean() - 0.2) < 0.01
+
+
+def test_epsilon_ladder_is_apex_per_copy_epsilons():
+    # by hand: 0.4^(1 + 7 i / 3) for i = 0..3 -> 0.4, 0.4^(10/3), 0.4^(17/3), 0.4^8
+    want = [0.4, 0.047156, 0.0055591, 0.00065536]
+    assert epsilon_ladder(0.4, 7.0, 4) == pytest.approx(want, rel=1e-4)
+    assert epsilon_ladder(0.4, 7.0, 1).tolist() == [0.4]
+    # the linear decay reaches each copy's own end
+    halfway = linear_schedule(1.0, epsilon_ladder(0.4, 7.0, 4), 100, 50)
+    assert halfway == pytest.approx([(1 + w) / 2 for w in want], rel=1e-4)
+
+
+def test_per_copy_epsilons_explore_per_copy():
+    # copy 0 never explores, copy 1 always, copy 2 half of the time; with and without flights
+    n, reps = 3, 4000
+    eps = np.array([0.0, 1.0, 0.5])
+    for spec in (FlightSpec(), FlightSpec(source="random", start="explore", cap=1)):
+        beh = FlightBehaviour(spec, n, 4, np.random.default_rng(8))
+        who = np.stack([beh.act(np.zeros((n, 1)), eps, lambda o: np.full(len(o), 3))[1] for _ in range(reps)])
+        random_share = (who == RANDOM).mean(axis=0)
+        assert random_share[0] == 0 and random_share[1] == 1
+        assert random_share[2] == pytest.approx(0.5, abs=0.03)
 
 
 def test_capped_zeta_follows_its_law():

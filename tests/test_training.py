@@ -366,3 +366,15 @@ def test_resume_falls_back_to_the_newest_checkpoint_that_verifies(tmp_path, caps
     (resumed.path / "summary.json").unlink()
     with pytest.raises(RunDirError, match="no checkpoint of .* passes its checks"):
         Trainer(cfg, resumed, progress=False).restore()
+
+
+def test_ladder_gives_each_copy_its_own_training_epsilon(tmp_path):
+    cfg = build_config(TINY | {"env.num_envs": 4, "explore.ladder": 0.4, "explore.eps_decay_steps": 100})
+    trainer = Trainer(cfg, RunDir.create(tmp_path / "r", to_dict(cfg), ["test"]), progress=False)
+    assert trainer.epsilon() == pytest.approx([1.0] * 4)
+    trainer.counters.env_steps = 100
+    assert trainer.epsilon() == pytest.approx([0.4 ** (1 + 7 * i / 3) for i in range(4)])
+    plain = Trainer(build_config(TINY), RunDir.create(tmp_path / "p", to_dict(build_config(TINY)), ["test"]),
+                    progress=False)
+    plain.counters.env_steps = 10**6
+    assert plain.epsilon() == pytest.approx(0.01)
