@@ -45,7 +45,8 @@ def q_network(agent: AgentConfig | dict[str, Any], obs_shape: tuple[int, ...], n
     net = build_q_network(tuple(obs_shape), num_actions, torso=get("torso"), hidden=get("hidden"),
                           dueling=get("dueling"), channels_last=wanted and on_cpu)
     if (get("core") or "none") != "none":  # configs from before agent.core are feed-forward
-        net = RecurrentQNetwork(net.torso, int(get("core_size")), num_actions, bool(get("dueling")))
+        net = RecurrentQNetwork(net.torso, int(get("core_size")), num_actions, bool(get("dueling")),
+                                prev_inputs=bool(get("prev_inputs", False)))
     return net if device is None else net.to(device)
 
 
@@ -79,7 +80,7 @@ def build_components(cfg: RunConfig, device: torch.device, rng: np.random.Genera
         learner: DQNLearner = R2D2Learner(net, burn_in=a.burn_in, **common)
         replay: ReplayBuffer = SequenceReplay(a.buffer_size, cfg.env.num_envs, env.obs_shape, env.obs_dtype,
                                               state_shape=(2, a.core_size), burn_in=a.burn_in, seq_len=a.seq_len,
-                                              **storage)
+                                              prev_inputs=a.prev_inputs, **storage)
     else:
         learner = DQNLearner(net, cuda_graph=a.cuda_graph,
                              demo_margin=t.kickstart_margin if t.kickstart > 0 else None, **common)

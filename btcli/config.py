@@ -25,6 +25,7 @@ from btcli.envs.base import EnvConfig, _f
 from btcli.errors import BtcliError
 from btcli.intrinsic.registry import config_sections, objectives
 from btcli.modes import MODES, PRETRAINED_MODES, TRANSFER_MODES  # noqa: F401 (importable from here too)
+from btcli.presets import ATARI_PRESET, MINIGRID_PRESET, preset_for  # noqa: F401 (importable from here too)
 
 # Sections of a run's config.yaml that record facts about the run rather than config keys.
 RECORD_KEYS = ("meta", "provenance")
@@ -64,6 +65,8 @@ class AgentConfig:
     core_size: int = _f(128, "agent.core=lstm: the LSTM's state size")
     seq_len: int = _f(20, "agent.core=lstm: steps of each replayed sequence that carry the loss")
     burn_in: int = _f(10, "agent.core=lstm: steps before them that only rebuild the stored state")
+    prev_inputs: bool = _f(False, "agent.core=lstm: the LSTM also sees the previous action and reward, as "
+                                  "NGU's does (pretrain with ngu / ngu+rnd only, for now)")
 
 
 @dataclass
@@ -296,33 +299,12 @@ class RunConfig:
             raise ConfigError(f"transfer.pretrained_action needs a pre-trained policy: modes ft, bt or bt+ft, not '{self.mode}'")
         if not mode.copies_weights and (t.freeze != "none" or t.ft_layers != "all"):
             raise ConfigError(f"transfer.ft_layers / transfer.freeze only apply to modes ft and bt+ft, not '{self.mode}'")
+        if self.agent.prev_inputs and (self.agent.core == "none" or not self.intrinsic.objective.startswith("ngu")):
+            raise ConfigError("agent.prev_inputs needs agent.core=lstm and a pretrain run with --objective ngu or "
+                              "ngu+rnd (the rewards it is fed); set agent.prev_inputs=false")
         if self.agent.core != "none" and t.kickstart > 0:
             raise ConfigError(f"transfer.kickstart is {t.kickstart} but agent.core={self.agent.core}: the kickstart "
                               "term is built for the feed-forward learner; set transfer.kickstart=0 or agent.core=none")
-
-
-# Domain presets: what a user gets with no config file. Chosen for the step budgets btcli
-# runs on a laptop; experiments/*.yaml hold the paper-scale settings.
-ATARI_PRESET: dict[str, Any] = {
-    "agent.torso": "cnn", "agent.lr": 1e-4, "agent.buffer_size": 200_000,
-    "agent.learning_starts": 20_000, "agent.target_update": 8_000, "agent.reward_clip": 1.0,
-    "explore.eps_decay_steps": 100_000, "eval_episodes": 8, "checkpoint_every": 50_000,
-}
-MINIGRID_PRESET: dict[str, Any] = {
-    "agent.torso": "mlp", "agent.lr": 5e-4, "agent.buffer_size": 100_000,
-    "agent.learning_starts": 1_000, "agent.target_update": 1_000, "agent.reward_clip": 0.0,
-    "agent.gamma": 0.99, "explore.eps_decay_steps": 20_000, "explore.eps_eval": 0.01,
-    "env.num_envs": 4,
-}
-
-
-def preset_for(env_id: str) -> dict[str, Any]:
-    """The domain preset for an environment id (empty for unknown families)."""
-    if env_id.startswith("ALE/"):
-        return dict(ATARI_PRESET)
-    if env_id.startswith("MiniGrid"):
-        return dict(MINIGRID_PRESET)
-    return {}
 
 
 def _fields(cls) -> dict[str, dataclasses.Field]:

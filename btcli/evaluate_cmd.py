@@ -12,7 +12,7 @@ from btcli.build import checkpoint_identity, q_network
 from btcli.config import from_dict
 from btcli.envs import make_vec_env, resolve_env_id
 from btcli.errors import BtcliError
-from btcli.evaluation import actor_for, evaluate
+from btcli.evaluation import actor_for, checkpoint_rewards, evaluate
 from btcli.pretrained import load_pretrained
 from btcli.pretrained_policy import HandingOff
 from btcli.runs import EVAL_COLUMNS, CsvLog, RunDir, find_checkpoint, load_checkpoint
@@ -60,7 +60,8 @@ def evaluate_run(run_dir: Path, *, episodes: int, checkpoint: str | None, epsilo
     net.load_state_dict(state["learner"]["online"])
     net.to(dev).eval()
     eps = cfg.explore.eps_eval if epsilon is None else epsilon
-    act = actor_for(net, dev, env.num_envs)
+    act = actor_for(net, dev, env.num_envs,
+                    intrinsic=checkpoint_rewards(net, cfg, state, env.obs_shape, env.num_actions, dev))
     if extra:  # the learner's last action hands the step to π_p: load exactly the pinned checkpoint
         pinned = run.read_config()["provenance"]["pretrained"]
         pre = load_pretrained(pinned["checkpoint"], sha256=pinned["sha256"], device=str(dev))

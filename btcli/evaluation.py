@@ -32,14 +32,37 @@ def greedy_actor(net: torch.nn.Module, device: torch.device) -> Callable[[np.nda
     return act
 
 
-def actor_for(net: torch.nn.Module, device: torch.device, num_envs: int) -> Callable[[np.ndarray], np.ndarray]:
+def actor_for(net: torch.nn.Module, device: torch.device, num_envs: int,
+              intrinsic=None) -> Callable[[np.ndarray], np.ndarray]:
     """The greedy actor of ``net`` for ``num_envs`` copies: a fresh :class:`RecurrentActor` (its
-    states start at zero) for a recurrent network, :func:`greedy_actor` otherwise."""
+    states start at zero) for a recurrent network, :func:`greedy_actor` otherwise. A network with
+    ``prev_inputs`` is fed the rewards of ``intrinsic`` (the run's source) by a frozen copy of it
+    (``intrinsic.scorer``: fresh episodic memories, nothing of the run's own changed)."""
     if getattr(net, "recurrent", False):
         from btcli.agent.recurrent import RecurrentActor
 
-        return RecurrentActor(net, num_envs, device)
+        rewards = None
+        if getattr(net, "prev_inputs", False):
+            if intrinsic is None or not hasattr(intrinsic, "scorer"):
+                raise ValueError("a network with agent.prev_inputs needs its run's NGU reward source to act")
+            rewards = intrinsic.scorer(num_envs).rewards
+        return RecurrentActor(net, num_envs, device, rewards=rewards)
     return greedy_actor(net, device)
+
+
+def checkpoint_rewards(net: torch.nn.Module, cfg, state: dict, obs_shape, num_actions: int, device):
+    """The intrinsic reward source a checkpoint holds, for a network with ``prev_inputs`` (which is fed
+    its rewards when it acts); None for any other network."""
+    if not getattr(net, "prev_inputs", False):
+        return None
+    from types import SimpleNamespace
+
+    from btcli.intrinsic.registry import build_source
+
+    spec_env = SimpleNamespace(obs_shape=tuple(obs_shape), num_actions=int(num_actions), num_envs=1)
+    source = build_source(cfg.intrinsic, spec_env, device)
+    source.load_state_dict(state["intrinsic"])
+    return source
 
 
 def evaluate(act: Callable[[np.ndarray], np.ndarray], env: VecEnv, episodes: int, epsilon: float,
@@ -52,7 +75,8 @@ def evaluate(act: Callable[[np.ndarray], np.ndarray], env: VecEnv, episodes: int
 
     Each copy runs a fixed quota so that short episodes are not over-represented (taking the
     first K episodes to finish would bias the mean towards quick failures). An ``act`` with a
-    ``reset(copies)`` method (a recurrent actor) is reset for the copies whose episode ended.
+    ``reset(copies)`` method (a recurrent actor) is reset for the copies whose episode ended, after
+    its ``after_step(obs, actions, step)`` where it has one.
     """
     rng = np.random.default_rng(seed)
     n = env.num_envs
@@ -66,12 +90,14 @@ def evaluate(act: Callable[[np.ndarray], np.ndarray], env: VecEnv, episodes: int
     probes = env.last_probes()
     key = coverage_key(probes)
     visited = [{int(v)} for v in probes[key]] if key else None
-    reset = getattr(act, "reset", None)
+    reset, after_step = getattr(act, "reset", None), getattr(act, "after_step", None)
     while (done_count < quota).any():
         if should_stop is not None and should_stop():
             return None
         actions = epsilon_greedy(act(obs), epsilon, env.num_actions, rng)
         step = env.step(actions)
+        if after_step is not None:  # a network fed its previous action and reward
+            after_step(obs, actions, step)
         returns += step.reward
         lengths += 1
         if visited is not None:

@@ -118,6 +118,7 @@ class Trainer:
             pretrained = load_pretrained(cfg.transfer.pretrained)
         pretrained.check_task(checkpoint_identity(cfg, self.env), allow_other_env=cfg.transfer.allow_other_env)
         pretrained.check_teacher(cfg.transfer.kickstart)
+        pretrained.check_actable()
         if MODES[cfg.mode].copies_weights:
             pretrained.check_architecture(to_dict(cfg.agent), cfg.transfer.ft_layers)
             copy_weights(self.learner.online, pretrained.state["learner"]["online"], cfg.transfer.ft_layers,
@@ -288,6 +289,8 @@ class Trainer:
                     terminated, truncated = np.zeros_like(terminated), terminated | truncated
                 extra = {} if self.actor is None else self.actor.replay_fields()
                 self.replay.add(obs, actions, rewards, terminated, truncated, step.final_obs, **extra)
+                if self.actor is not None:
+                    self.actor.observe_step(actions, rewards)
                 ep.ret += step.reward
                 ep.length += 1
                 c.env_steps += n
@@ -432,7 +435,7 @@ class Trainer:
             self._eval_env = make_vec_env(cfg.env, seed=cfg.seed + 1_000_003)
         step = self.counters.env_steps
         n = self._eval_env.num_envs
-        act = actor_for(self.learner.online, self.device, n)
+        act = actor_for(self.learner.online, self.device, n, intrinsic=self.intrinsic)
         if cfg.transfer.pretrained_action:
             act = HandingOff(act, self.pretrained_act.for_evaluation(n), self.env.num_actions)
         policies = {"learner": act}

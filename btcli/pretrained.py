@@ -21,7 +21,7 @@ from btcli.runs import CHECKPOINT_MARKER, RunDir, RunDirError, load_checkpoint
 # agent keys that fix the Q-network's shape: FT copies weights, so these must agree
 TORSO_KEYS = ("torso", "hidden")
 ARCHITECTURE_KEYS = (*TORSO_KEYS, "dueling")
-CORE_KEYS = ("core", "core_size")  # the recurrent core (configs from before it: feed-forward)
+CORE_KEYS = ("core", "core_size", "prev_inputs")  # the recurrent core (configs from before it: feed-forward)
 
 
 def _architecture_value(agent: dict[str, Any], key: str) -> Any:
@@ -32,6 +32,8 @@ def _architecture_value(agent: dict[str, Any], key: str) -> Any:
         return core
     if key == "core_size":
         return agent.get("core_size") if core != "none" else None
+    if key == "prev_inputs":
+        return bool(agent.get("prev_inputs", False))
     return agent.get(key)
 
 
@@ -102,6 +104,13 @@ class Pretrained:
     @property
     def recurrent(self) -> bool:
         return _architecture_value(self.agent_config, "core") != "none"
+
+    def check_actable(self) -> None:
+        """Refuse a π_p that takes its previous reward as input: a transfer cannot feed it yet."""
+        if _architecture_value(self.agent_config, "prev_inputs"):
+            raise PretrainedError(f"pre-trained run '{self.run}' has agent.prev_inputs: its policy needs the NGU "
+                                  "rewards it learned from, which a transfer does not compute yet; pre-train "
+                                  "without agent.prev_inputs to transfer")
 
     def check_teacher(self, kickstart: float) -> None:
         """The kickstart term asks π_p about replayed single steps: refuse a recurrent π_p for it."""

@@ -148,8 +148,10 @@ EXACT = {"env.id": "MiniGrid-Empty-6x6-v0", "env.max_episode_steps": 40, "steps"
     {"mode": "scratch", "agent.core": "lstm", "agent.seq_len": 6, "agent.burn_in": 2},  # states mid-episode
     {"command": "pretrain", "intrinsic.objective": "ngu", "env.max_episode_steps": 100, "agent.core": "lstm",
      "agent.seq_len": 6, "agent.burn_in": 2},
+    {"command": "pretrain", "intrinsic.objective": "ngu", "env.max_episode_steps": 100, "agent.core": "lstm",
+     "agent.seq_len": 6, "agent.burn_in": 2, "agent.prev_inputs": True},  # previous action and reward mid-episode
 ], ids=["scratch", "ez-greedy", "pretrain-episodic-count", "pretrain-rnd", "pretrain-ngu", "pretrain-ngu+rnd",
-        "scratch-lstm", "pretrain-ngu-lstm"])
+        "scratch-lstm", "pretrain-ngu-lstm", "pretrain-ngu-lstm-prev"])
 def test_minigrid_resume_with_replay_is_exact(tmp_path, extra):
     """Killed after a checkpoint and resumed, a MiniGrid run with save_replay continues its
     episodes where they were and ends with the uninterrupted run's logs and weights."""

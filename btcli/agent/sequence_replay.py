@@ -12,6 +12,10 @@ loss falls on entries ``burn_in .. burn_in + seq_len - 1`` that are transitions;
 target is its n-step return inside the sequence, ``sum_{i<m} γ^i r_{t+i}``, bootstrapped at entry
 ``t + m`` with discount γ^m (0 when the episode terminated), m <= n_step stopping at the episode's
 end, so ``t + m`` always lies inside the sequence.
+
+With ``prev_inputs`` each entry also keeps the previous action and reward its observation was
+fed with (-1 and 0 at an episode's first entry; for a final-frame entry, the episode's last
+action and reward), as the network with ``agent.prev_inputs`` takes them.
 """
 
 from __future__ import annotations
@@ -37,12 +41,18 @@ class SequenceBatch:
     streams: np.ndarray  # [B] int64
     starts: np.ndarray  # [B] int64 logical position of entry 0
     burn_in: int
+    prev_actions: np.ndarray | None = None  # [B, T] int64, with prev_inputs: entry t's previous action (-1: none)
+    prev_rewards: np.ndarray | None = None  # [B, T] float32, with prev_inputs: entry t's previous reward
 
     def to(self, convert) -> SequenceTensorBatch:
         """The batch as the learner takes it: ``convert`` (numpy -> tensor on the device) per field."""
+        def maybe(value):
+            return None if value is None else convert(value)
+
         return SequenceTensorBatch(*(convert(getattr(self, k)) for k in
                                      ("obs", "first", "state0", "actions", "returns", "discounts", "boot", "mask")),
-                                   burn_in=self.burn_in)
+                                   burn_in=self.burn_in, prev_actions=maybe(self.prev_actions),
+                                   prev_rewards=maybe(self.prev_rewards))
 
 
 @dataclass
@@ -58,6 +68,8 @@ class SequenceTensorBatch:
     boot: Any
     mask: Any
     burn_in: int = 0
+    prev_actions: Any = None
+    prev_rewards: Any = None
 
     def transitions(self):
         """The learned steps as one-step transitions (obs, next_obs: the entry after each), for the
@@ -81,7 +93,8 @@ class SequenceReplay(ReplayBuffer):
 
     def __init__(self, capacity: int, num_envs: int, obs_shape: tuple[int, ...], obs_dtype=np.uint8,
                  frame_stack: int = 1, n_step: int = 1, gamma: float = 0.99, seed: int = 0, *,
-                 num_actions: int | None = None, state_shape: tuple[int, ...], burn_in: int, seq_len: int):
+                 num_actions: int | None = None, state_shape: tuple[int, ...], burn_in: int, seq_len: int,
+                 prev_inputs: bool = False):
         super().__init__(capacity, num_envs, obs_shape, obs_dtype, frame_stack, n_step, gamma, seed,
                          num_actions=num_actions)
         self.burn_in, self.seq_len = int(burn_in), int(seq_len)
@@ -91,14 +104,20 @@ class SequenceReplay(ReplayBuffer):
                              f"{self.length} entries")
         self.state_shape = tuple(int(s) for s in state_shape)
         self.states = np.zeros((self.num_envs, self.cap_per_env, *self.state_shape), dtype=np.float32)
+        self.prev_inputs = bool(prev_inputs)
+        held = (self.num_envs, self.cap_per_env) if self.prev_inputs else (self.num_envs, 0)
+        self.prev_actions = np.full(held, -1, dtype=np.int64)
+        self.prev_rewards = np.zeros(held, dtype=np.float32)
 
     @property
     def nbytes(self) -> int:
-        return super().nbytes + int(self.states.nbytes)
+        return super().nbytes + int(self.states.nbytes + self.prev_actions.nbytes + self.prev_rewards.nbytes)
 
-    def add(self, obs, actions, rewards, terminated, truncated, final_obs, *, states, final_states) -> None:
+    def add(self, obs, actions, rewards, terminated, truncated, final_obs, *, states, final_states,
+            prev_actions=None, prev_rewards=None) -> None:
         """:meth:`ReplayBuffer.add` plus ``states`` (each copy's state when it received ``obs``) and
-        ``final_states`` (its state after it, stored with the final-frame entry of an ended episode)."""
+        ``final_states`` (its state after it, stored with the final-frame entry of an ended episode);
+        with ``prev_inputs``, the previous action and reward ``obs`` was fed with."""
         before = self.written.copy()
         super().add(obs, actions, rewards, terminated, truncated, final_obs)
         cap = self.cap_per_env
@@ -106,6 +125,14 @@ class SequenceReplay(ReplayBuffer):
         ended = np.flatnonzero(self.written - before == 2)
         if ended.size:
             self.states[ended, (before[ended] + 1) % cap] = np.asarray(final_states, dtype=np.float32)[ended]
+        if self.prev_inputs:
+            if prev_actions is None or prev_rewards is None:
+                raise ValueError("this replay keeps each entry's previous action and reward: pass them")
+            self.prev_actions[self._env_ids, before % cap] = prev_actions
+            self.prev_rewards[self._env_ids, before % cap] = prev_rewards
+            if ended.size:  # the final frame was reached by this step's action and reward
+                self.prev_actions[ended, (before[ended] + 1) % cap] = np.asarray(actions)[ended]
+                self.prev_rewards[ended, (before[ended] + 1) % cap] = np.asarray(rewards)[ended]
 
     def _start_range(self) -> tuple[np.ndarray, np.ndarray]:
         """Per stream: (lowest start, number of starts) of the sequences it holds whole."""
@@ -154,11 +181,16 @@ class SequenceReplay(ReplayBuffer):
             returns=np.where(mask, returns, 0.0).astype(np.float32),
             discounts=np.where(mask, discounts, 0.0).astype(np.float32),
             boot=np.where(mask, boot, self.burn_in).astype(np.int64), mask=mask.astype(np.float32),
-            streams=streams.astype(np.int64), starts=starts.astype(np.int64), burn_in=self.burn_in)
+            streams=streams.astype(np.int64), starts=starts.astype(np.int64), burn_in=self.burn_in,
+            **({"prev_actions": self.prev_actions[streams[:, None], pos % cap],
+                "prev_rewards": self.prev_rewards[streams[:, None], pos % cap]} if self.prev_inputs else {}))
 
     def state_dict(self) -> dict:
         state = super().state_dict()
         state["states"] = self.states[:, :self._used_slots()]
+        if self.prev_inputs:
+            state |= {"prev_actions": self.prev_actions[:, :self._used_slots()],
+                      "prev_rewards": self.prev_rewards[:, :self._used_slots()]}
         return state
 
     def load_state_dict(self, d) -> None:
@@ -166,3 +198,7 @@ class SequenceReplay(ReplayBuffer):
         used = self._used_slots()
         self.states[:, :used] = np.asarray(d["states"])[:, :used]
         self.states[:, used:] = 0.0
+        if self.prev_inputs:
+            self.prev_actions[:, :used] = np.asarray(d["prev_actions"])[:, :used]
+            self.prev_rewards[:, :used] = np.asarray(d["prev_rewards"])[:, :used]
+            self.prev_actions[:, used:], self.prev_rewards[:, used:] = -1, 0.0

@@ -21,7 +21,7 @@ import torch
 
 from btcli.config import from_dict
 from btcli.envs import make_vec_env
-from btcli.evaluation import actor_for
+from btcli.evaluation import actor_for, checkpoint_rewards
 from btcli.pretrained import load_pretrained
 from btcli.runs import RunDir
 
@@ -50,6 +50,8 @@ def play(act, cfg, episodes: int, epsilon: float, seed: int) -> list[tuple[int, 
         greedy = act(obs) if act is not None else None  # a recurrent policy sees every observation
         action = rng.integers(env.num_actions, size=1) if explore or act is None else greedy
         step = env.step(action)
+        if hasattr(act, "after_step"):  # a network fed its previous action and reward (agent.prev_inputs)
+            act.after_step(obs, action, step)
         cells.add(int(step.probes["cell"][0]))
         if step.terminated[0] or step.truncated[0]:
             if hasattr(act, "reset"):  # a recurrent policy's state starts again with the episode
@@ -74,8 +76,10 @@ def main() -> None:
     for run in args.runs:
         cfg = from_dict(RunDir(run).read_config())
         pre = load_pretrained(run)
-        net = pre.network(tuple(pre.state["obs_shape"]), int(pre.state["num_actions"]), torch.device("cpu"))
-        greedy = play(actor_for(net, torch.device("cpu"), 1), cfg, args.episodes, args.epsilon, seed=10_000)
+        shape, actions, cpu = tuple(pre.state["obs_shape"]), int(pre.state["num_actions"]), torch.device("cpu")
+        net = pre.network(shape, actions, cpu)
+        act = actor_for(net, cpu, 1, intrinsic=checkpoint_rewards(net, cfg, pre.state, shape, actions, cpu))
+        greedy = play(act, cfg, args.episodes, args.epsilon, seed=10_000)
         rand = play(None, cfg, args.episodes, 1.0, seed=10_000)
         g, r = np.array(greedy), np.array(rand)
         rows.append({"run": str(run), "seed": cfg.seed, "pretrained_cells": g[:, 0].mean(), "random_cells": r[:, 0].mean(),

@@ -153,6 +153,26 @@ class NGUSource:
         self.ring: TransitionRing | None = None  # allocated at the first step (knows the obs dtype)
         self.learn_calls = 0
         self._seeded = False
+        self.frozen = False  # a scorer: rewards only, no statistic or ring of the run moves
+
+    def scorer(self, num_envs: int) -> NGUSource:
+        """A frozen copy for ``num_envs`` other copies (an evaluation's): its own empty episodic
+        memories (with this run's running mean of k-NN distances as they start), this run's
+        embedding and RND networks and reward scales, none of which its calls change."""
+        import copy
+
+        from btcli.intrinsic.episodic import EpisodicMemory
+
+        mem = self.memory
+        out = copy.copy(self)
+        out.num_envs, out.frozen, out._seeded, out.ring = num_envs, True, False, None
+        out.memory = EpisodicMemory(num_envs, mem.dim, capacity=mem.capacity, k=mem.k, eps=mem.eps, xi=mem.xi,
+                                    c=mem.c, s_max=mem.s_max)
+        out.memory.load_state_dict(mem.state_dict())
+        out.reward_rms = copy.deepcopy(self.reward_rms)
+        if self.lifelong:
+            out.error_rms = copy.deepcopy(self.error_rms)
+        return out
 
     def _ring_view(self, obs: np.ndarray) -> np.ndarray:
         return obs[:, -1:] if self.idm.kind == "cnn" else obs
@@ -170,22 +190,27 @@ class NGUSource:
         if any_ended:
             self.memory.reset(ended)
             self.memory.add(emb[self.num_envs:], ended)
-        if self.ring is None:
-            self.ring = TransitionRing(self.ring_capacity, self._ring_shape, obs.dtype)
-        self.ring.add(self._ring_view(obs), actions, self._ring_view(nxt))
+        if not self.frozen:
+            if self.ring is None:
+                self.ring = TransitionRing(self.ring_capacity, self._ring_shape, obs.dtype)
+            self.ring.add(self._ring_view(obs), actions, self._ring_view(nxt))
         if self.lifelong:
             r = r * self.modulation(nxt)
         if self.normalise:
-            self.reward_rms.update(r)
+            if not self.frozen:
+                self.reward_rms.update(r)
             if self.reward_rms.count >= 2:
                 r = r / float(np.sqrt(self.reward_rms.var + 1e-8))
         return r.astype(np.float32)
 
     def modulation(self, next_obs: np.ndarray) -> np.ndarray:
-        """min(max(α, 1), L) per copy, after updating the RND statistics with ``next_obs``."""
-        self.rnd.update_obs_stats(next_obs)
+        """min(max(α, 1), L) per copy, after updating the RND statistics with ``next_obs`` (a
+        frozen scorer's are left as they are)."""
+        if not self.frozen:
+            self.rnd.update_obs_stats(next_obs)
         err = self.rnd.reward(next_obs).double().cpu().numpy()
-        self.error_rms.update(err)
+        if not self.frozen:
+            self.error_rms.update(err)
         from btcli.intrinsic.episodic import lifelong_modulation
 
         return lifelong_modulation(err, self.error_rms.mean, float(self.error_rms.std), self.max_modulation)
