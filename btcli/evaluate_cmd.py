@@ -65,7 +65,8 @@ def evaluate_run(run_dir: Path, *, episodes: int, checkpoint: str | None, epsilo
     if extra:  # the learner's last action hands the step to π_p: load exactly the pinned checkpoint
         pinned = run.read_config()["provenance"]["pretrained"]
         pre = load_pretrained(pinned["checkpoint"], sha256=pinned["sha256"], device=str(dev))
-        act = HandingOff(act, actor_for(pre.network(env.obs_shape, env.num_actions, dev), dev, env.num_envs),
+        pre_net = pre.network(env.obs_shape, env.num_actions, dev)
+        act = HandingOff(act, actor_for(pre_net, dev, env.num_envs, intrinsic=pre.reward_source(pre_net, dev)),
                          env.num_actions)
     results = evaluate(act, env, episodes, eps, seed=seed)
     env.close()

@@ -41,12 +41,12 @@ def actor_for(net: torch.nn.Module, device: torch.device, num_envs: int,
     if getattr(net, "recurrent", False):
         from btcli.agent.recurrent import RecurrentActor
 
-        rewards = None
+        scorer = None
         if getattr(net, "prev_inputs", False):
             if intrinsic is None or not hasattr(intrinsic, "scorer"):
                 raise ValueError("a network with agent.prev_inputs needs its run's NGU reward source to act")
-            rewards = intrinsic.scorer(num_envs).rewards
-        return RecurrentActor(net, num_envs, device, rewards=rewards)
+            scorer = intrinsic.scorer(num_envs)
+        return RecurrentActor(net, num_envs, device, scorer=scorer)
     return greedy_actor(net, device)
 
 

@@ -56,9 +56,7 @@ class Trainer:
     """Runs (or resumes) one training run in a run directory."""
 
     def __init__(self, cfg: RunConfig, run: RunDir, *, progress: bool = True, pretrained: Pretrained | None = None):
-        self.cfg = cfg
-        self.run = run
-        self.show_progress = progress
+        self.cfg, self.run, self.show_progress = cfg, run, progress
         # process-wide settings (threads, malloc) are the caller's: btcli.process.configure_process
         self.device = resolve_device(cfg.device)
         self.rng = seed_everything(cfg.seed)
@@ -118,7 +116,6 @@ class Trainer:
             pretrained = load_pretrained(cfg.transfer.pretrained)
         pretrained.check_task(checkpoint_identity(cfg, self.env), allow_other_env=cfg.transfer.allow_other_env)
         pretrained.check_teacher(cfg.transfer.kickstart)
-        pretrained.check_actable()
         if MODES[cfg.mode].copies_weights:
             pretrained.check_architecture(to_dict(cfg.agent), cfg.transfer.ft_layers)
             copy_weights(self.learner.online, pretrained.state["learner"]["online"], cfg.transfer.ft_layers,
@@ -129,7 +126,8 @@ class Trainer:
             freeze(self.learner.online, cfg.transfer.freeze)
         # π_p flies BT's flights, takes handed-off steps, is the kickstart's teacher and the zero-shot reference
         self.pretrained_net = pretrained.network(self.env.obs_shape, self.env.num_actions, self.device)
-        self.pretrained_act = PretrainedPolicy(self.pretrained_net, self.device, cfg.env.num_envs)
+        self.pretrained_act = PretrainedPolicy(self.pretrained_net, self.device, cfg.env.num_envs,
+                                               pretrained.reward_source(self.pretrained_net, self.device))
         if not recorded:
             self.run.record_provenance("pretrained", pretrained.provenance())
         self.pretrained = pretrained
@@ -279,6 +277,8 @@ class Trainer:
                     env_actions = self.behaviour.hand_off(obs, actions, who, self.pretrained_act)
                 ep.who[rows, who] += 1
                 step = self.env.step(env_actions)
+                if self.pretrained_act is not None:  # π_p with prev_inputs: what was done, and its reward
+                    self.pretrained_act.after_step(obs, env_actions, step)
                 if self.intrinsic is None:
                     rewards = np.clip(step.reward, -clip, clip) if clip > 0 else step.reward
                 else:  # pre-training: the learner never sees the task's reward

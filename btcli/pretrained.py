@@ -105,12 +105,14 @@ class Pretrained:
     def recurrent(self) -> bool:
         return _architecture_value(self.agent_config, "core") != "none"
 
-    def check_actable(self) -> None:
-        """Refuse a π_p that takes its previous reward as input: a transfer cannot feed it yet."""
-        if _architecture_value(self.agent_config, "prev_inputs"):
-            raise PretrainedError(f"pre-trained run '{self.run}' has agent.prev_inputs: its policy needs the NGU "
-                                  "rewards it learned from, which a transfer does not compute yet; pre-train "
-                                  "without agent.prev_inputs to transfer")
+    def reward_source(self, net: nn.Module, device: torch.device):
+        """The pre-trained run's NGU reward source, for a π_p with ``agent.prev_inputs`` (fed its
+        rewards when it acts); None for any other π_p."""
+        from btcli.config import from_dict
+        from btcli.evaluation import checkpoint_rewards
+
+        s = self.state
+        return checkpoint_rewards(net, from_dict(s["config"]), s, s["obs_shape"], s["num_actions"], device)
 
     def check_teacher(self, kickstart: float) -> None:
         """The kickstart term asks π_p about replayed single steps: refuse a recurrent π_p for it."""

@@ -7,6 +7,11 @@ that step's actions. So a flight starts from a state that has followed the whole
 far (our choice: the alternative, a state zeroed at each flight's start, forgets what the
 learner's steps showed), and :meth:`reset` zeroes it where an episode ended. The state is
 saved with the episodes in progress, so an exact resume continues it.
+
+A π_p pre-trained with ``agent.prev_inputs`` is also fed, after every step, the action the
+environment executed and the NGU reward its own pre-training objective gives that step,
+scored by a frozen copy of its run's NGU source (:meth:`PretrainedPolicy.after_step`): what
+it was fed when it learned. That copy's episodic memories belong to the episodes in progress.
 """
 
 from __future__ import annotations
@@ -24,10 +29,10 @@ Actor = Callable[[np.ndarray], np.ndarray]
 class PretrainedPolicy:
     """π_p's greedy actions for ``num_envs`` copies (see the module docstring)."""
 
-    def __init__(self, net: torch.nn.Module, device: torch.device, num_envs: int):
-        self.net, self.device = net, device
+    def __init__(self, net: torch.nn.Module, device: torch.device, num_envs: int, intrinsic=None):
+        self.net, self.device, self.intrinsic = net, device, intrinsic
         self.recurrent = bool(getattr(net, "recurrent", False))
-        self._actor = actor_for(net, device, num_envs)
+        self._actor = actor_for(net, device, num_envs, intrinsic=intrinsic)
         self._actions: np.ndarray | None = None
 
     def observe(self, obs: np.ndarray) -> None:
@@ -41,6 +46,12 @@ class PretrainedPolicy:
         if self._actions is None:
             raise RuntimeError("a recurrent π_p acts on the observation it was last shown: call observe(obs) first")
         return self._actions
+
+    def after_step(self, obs: np.ndarray, actions: np.ndarray, step) -> None:
+        """Every environment step, before :meth:`reset`: a π_p with ``prev_inputs`` takes in the
+        executed ``actions`` and its objective's rewards for ``obs --actions--> step``."""
+        if self.recurrent:
+            self._actor.after_step(obs, actions, step)
 
     def reset(self, copies) -> None:
         """The copies whose episode ended: a recurrent π_p's state starts again at zero."""
@@ -59,13 +70,14 @@ class PretrainedPolicy:
 
     def for_evaluation(self, num_envs: int) -> Actor:
         """A fresh greedy actor of π_p for an evaluation's ``num_envs`` copies (reset by evaluate())."""
-        return actor_for(self.net, self.device, num_envs)
+        return actor_for(self.net, self.device, num_envs, intrinsic=self.intrinsic)
 
     def state_dict(self) -> dict:
-        return {}  # nothing outlives an episode
+        return self._actor.state_dict() if self.recurrent else {}  # a scorer's statistics; else nothing
 
     def load_state_dict(self, state: dict) -> None:
-        pass
+        if self.recurrent:
+            self._actor.load_state_dict(state)
 
     def episode_state_dict(self) -> dict | None:
         return self._actor.episode_state_dict() if self.recurrent else None
@@ -91,6 +103,12 @@ class HandingOff:
             chosen = self.pretrained(obs)
             actions = np.where(handed, chosen, actions)
         return actions
+
+    def after_step(self, obs: np.ndarray, actions: np.ndarray, step) -> None:
+        """Both actors take in the executed ``actions`` (those fed their previous action and reward)."""
+        for actor in (self.act, self.pretrained):
+            if hasattr(actor, "after_step"):
+                actor.after_step(obs, actions, step)
 
     def reset(self, copies) -> None:
         for actor in (self.act, self.pretrained):

@@ -1,10 +1,12 @@
 """Transfer from a recurrent pre-trained run: a recurrent π_p flies BT's flights with its state
-following the whole episode, FT copies the recurrent weights, and exact resume keeps both states."""
+following the whole episode (and, pre-trained with agent.prev_inputs, fed the executed actions
+and its own NGU rewards), FT copies the recurrent weights, and exact resume keeps both states."""
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -28,6 +30,34 @@ def recurrent_run(tmp_path_factory):
     run = RunDir.create(root / "pt", to_dict(cfg), ["test"])
     Trainer(cfg, run, progress=False).train()
     return run.path
+
+
+@pytest.fixture(scope="module")
+def prev_run(tmp_path_factory):
+    """The same with NGU and agent.prev_inputs: π_p needs its previous action and NGU reward."""
+    root = tmp_path_factory.mktemp("pre-prev")
+    cfg = build_config(SMALL | LSTM | {"command": "pretrain", "intrinsic.objective": "ngu", "steps": 1_600,
+                                       "agent.prev_inputs": True})
+    run = RunDir.create(root / "pt", to_dict(cfg), ["test"])
+    Trainer(cfg, run, progress=False).train()
+    return run.path
+
+
+@pytest.fixture
+def decisive_prev(monkeypatch):
+    """So short a pre-training barely weighs the previous action and reward: scale their input
+    weights in every π_p a transfer loads, so that they decide many of its actions."""
+    from btcli.pretrained import Pretrained
+
+    network = Pretrained.network
+
+    def scaled(self, *args, **kwargs):
+        net = network(self, *args, **kwargs)
+        with torch.no_grad():
+            net.core.weight_ih[:, -(net.num_actions + 1):] *= 200.0
+        return net
+
+    monkeypatch.setattr(Pretrained, "network", scaled)
 
 
 def transfer(tmp_path, mode, pretrained, name=None, **extra) -> Trainer:
@@ -68,6 +98,49 @@ def test_recurrent_pi_flies_with_a_state_that_saw_the_whole_episode(tmp_path, re
     assert checked > 100 and sum(e.sum() for e in ends) >= 4  # many π_p steps, across several episodes
 
 
+def test_prev_inputs_pi_is_fed_the_executed_actions_and_its_own_ngu_rewards(tmp_path, prev_run, decisive_prev):
+    """π_p's flight actions are those of its network unrolled with, at every step, the previous
+    executed action and the reward a fresh frozen copy of its run's NGU source gives that step."""
+    from btcli.pretrained import load_pretrained
+
+    trainer = transfer(tmp_path, "bt", prev_run, **{"transfer.flight_start": "fixed", "transfer.flight_prob": 0.2})
+    net, n = trainer.pretrained_net, trainer.cfg.env.num_envs
+    steps = []
+    act, env_step = trainer.behaviour.act, trainer.env.step
+
+    def recording_act(obs, eps, learner, pretrained=None):
+        actions, who = act(obs, eps, learner, pretrained)
+        steps.append([obs.copy(), who.copy(), actions.copy()])
+        return actions, who
+
+    def recording_step(actions):
+        step = env_step(actions)
+        steps[-1].append(step)
+        return step
+
+    trainer.behaviour.act, trainer.env.step = recording_act, recording_step
+    trainer.train()
+    scorer = load_pretrained(prev_run).reward_source(net, torch.device("cpu")).scorer(n)
+    state, unfed = net.initial_state(n), net.initial_state(n)
+    prev_a, prev_r = np.full(n, -1), np.zeros(n, dtype=np.float32)
+    checked = decided = 0
+    for obs, who, actions, step in steps:
+        with torch.no_grad():
+            x = torch.from_numpy(obs)
+            q, state = net.step(x, state, net.prev_features(torch.from_numpy(prev_a), torch.from_numpy(prev_r)))
+            q_unfed, unfed = net.step(x, unfed, net.prev_features(torch.full((n,), -1), torch.zeros(n)))
+        by_pi = who == PRETRAINED
+        assert (actions[by_pi] == q.argmax(1).numpy()[by_pi]).all()
+        checked += int(by_pi.sum())
+        decided += int((q.argmax(1) != q_unfed.argmax(1)).numpy()[by_pi].sum())
+        prev_a, prev_r = actions.copy(), scorer.rewards(obs, actions, step)
+        ended = step.terminated | step.truncated
+        for s in (state, unfed):
+            s[torch.from_numpy(ended)] = 0.0
+        prev_a[ended], prev_r[ended] = -1, 0.0
+    assert checked > 100 and decided > 20  # many π_p steps, many of them decided by what it was fed
+
+
 def test_ft_copies_the_recurrent_weights_and_zeroes_the_values(tmp_path, recurrent_run):
     trainer = transfer(tmp_path, "ft", recurrent_run, **LSTM)
     source = torch.load(RunDir(recurrent_run).latest_checkpoint() / "state.pt", weights_only=False)["learner"]["online"]
@@ -86,12 +159,16 @@ def test_recurrent_pi_cannot_be_a_kickstart_teacher(tmp_path, recurrent_run):
         transfer(tmp_path, "bt+ft", recurrent_run, **{"transfer.ft_layers": "torso", "agent.hidden": 32, "transfer.kickstart": 0.1})
 
 
-@pytest.mark.parametrize("extra", [
-    {"mode": "bt+ft", **LSTM, "transfer.flight_cap": 30},  # flights of a recurrent π_p in progress at the checkpoint
-    {"mode": "bt", "transfer.pretrained_action": True, "agent.hidden": 32},  # a feed-forward learner handing steps to a recurrent π_p
-], ids=["bt+ft-lstm", "bt-handoff"])
-def test_resume_with_a_recurrent_pi_is_exact(tmp_path, recurrent_run, extra):
-    cfg = build_config(EXACT | {"transfer.pretrained": str(recurrent_run), "env.max_episode_steps": 100} | extra)
+@pytest.mark.parametrize("pi, extra", [
+    ("recurrent_run", {"mode": "bt+ft", **LSTM, "transfer.flight_cap": 30}),  # flights of a recurrent π_p in progress
+    ("recurrent_run", {"mode": "bt", "transfer.pretrained_action": True, "agent.hidden": 32}),  # a feed-forward learner handing steps to it
+    ("prev_run", {"mode": "bt", "transfer.flight_cap": 30, "agent.hidden": 32}),  # π_p's inputs and NGU memories mid-episode
+], ids=["bt+ft-lstm", "bt-handoff", "bt-prev-inputs"])
+def test_resume_with_a_recurrent_pi_is_exact(tmp_path, request, pi, extra):
+    if pi == "prev_run":
+        request.getfixturevalue("decisive_prev")
+    cfg = build_config(EXACT | {"transfer.pretrained": str(request.getfixturevalue(pi)), "env.max_episode_steps": 100}
+                       | extra)
     assert_resume_is_exact(tmp_path, cfg, keep_step=1_100, min_episodes=10)
     summary = json.loads((tmp_path / "whole" / "summary.json").read_text())
     assert summary["behaviour_share"]["pretrained"] > 0.05  # π_p acted, so its state mattered

@@ -106,15 +106,17 @@ class RecurrentActor:
 
     A network with ``prev_inputs`` also needs each copy's previous action and reward: the
     training loop passes them with :meth:`observe_step` after every step; elsewhere (an
-    evaluation) :meth:`after_step` computes the rewards with ``rewards(obs, actions, step)``.
+    evaluation, π_p in a transfer) :meth:`after_step` computes the rewards with ``scorer``, a
+    frozen NGU source (``scorer.rewards(obs, actions, step)``) whose episodic memories are part
+    of the episodes in progress (:meth:`episode_state_dict`).
     """
 
-    def __init__(self, net: RecurrentQNetwork, num_envs: int, device: torch.device | str, rewards=None):
+    def __init__(self, net: RecurrentQNetwork, num_envs: int, device: torch.device | str, scorer=None):
         self.net, self.device = net, torch.device(device)
         self.state = net.initial_state(num_envs, self.device)
         self.before = self.state
         self.prev = bool(getattr(net, "prev_inputs", False))
-        self.rewards = rewards
+        self.scorer = scorer
         self.prev_actions = np.full(num_envs, -1, dtype=np.int64)  # -1: no action yet this episode
         self.prev_rewards = np.zeros(num_envs, dtype=np.float32)
         self.fed = (self.prev_actions.copy(), self.prev_rewards.copy())  # what the latest call saw
@@ -136,11 +138,12 @@ class RecurrentActor:
             self.prev_rewards[:] = rewards
 
     def after_step(self, obs: np.ndarray, actions: np.ndarray, step) -> None:
-        """For an evaluation: :meth:`observe_step` with the rewards the network learned from."""
+        """:meth:`observe_step` with the rewards the network learned from (``scorer``'s), for the
+        transition ``obs --actions--> step`` of every copy (call it before :meth:`reset`)."""
         if self.prev:
-            if self.rewards is None:
+            if self.scorer is None:
                 raise ValueError("a network with agent.prev_inputs needs the rewards it learned from to act")
-            self.observe_step(actions, self.rewards(obs, actions, step))
+            self.observe_step(actions, self.scorer.rewards(obs, actions, step))
 
     def reset(self, copies) -> None:
         """Zero the state of ``copies`` (their next observation starts an episode)."""
@@ -159,14 +162,20 @@ class RecurrentActor:
         return fields
 
     def state_dict(self) -> dict:
-        return {}  # nothing outlives an episode
+        """What outlives an episode: nothing but a scorer's own statistics (its running mean of
+        k-NN distances moves as it scores)."""
+        return {"scorer": self.scorer.state_dict()} if self.scorer is not None else {}
 
     def load_state_dict(self, state: dict) -> None:
-        pass
+        if self.scorer is not None and "scorer" in state:
+            self.scorer.load_state_dict(state["scorer"])
 
     def episode_state_dict(self) -> dict:
-        return {"state": self.state.detach().cpu().clone(), "prev_actions": self.prev_actions.copy(),
-                "prev_rewards": self.prev_rewards.copy()}
+        state = {"state": self.state.detach().cpu().clone(), "prev_actions": self.prev_actions.copy(),
+                 "prev_rewards": self.prev_rewards.copy()}
+        if self.scorer is not None:
+            state["scorer"] = self.scorer.episode_state_dict()
+        return state
 
     def load_episode_state_dict(self, state: dict | None) -> None:
         """Continue the saved states; None (the episodes restart): every state zero."""
@@ -176,6 +185,8 @@ class RecurrentActor:
         saved = state is not None and "prev_actions" in state
         self.prev_actions[:] = np.asarray(state["prev_actions"]) if saved else -1
         self.prev_rewards[:] = np.asarray(state["prev_rewards"]) if saved else 0.0
+        if self.scorer is not None:
+            self.scorer.load_episode_state_dict(state.get("scorer") if state is not None else None)
 
 
 class R2D2Learner(DQNLearner):

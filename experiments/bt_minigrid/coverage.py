@@ -21,7 +21,7 @@ import torch
 
 from btcli.config import from_dict
 from btcli.envs import make_vec_env
-from btcli.evaluation import actor_for, checkpoint_rewards
+from btcli.evaluation import actor_for
 from btcli.pretrained import load_pretrained
 from btcli.runs import RunDir
 
@@ -78,7 +78,7 @@ def main() -> None:
         pre = load_pretrained(run)
         shape, actions, cpu = tuple(pre.state["obs_shape"]), int(pre.state["num_actions"]), torch.device("cpu")
         net = pre.network(shape, actions, cpu)
-        act = actor_for(net, cpu, 1, intrinsic=checkpoint_rewards(net, cfg, pre.state, shape, actions, cpu))
+        act = actor_for(net, cpu, 1, intrinsic=pre.reward_source(net, cpu))
         greedy = play(act, cfg, args.episodes, args.epsilon, seed=10_000)
         rand = play(None, cfg, args.episodes, 1.0, seed=10_000)
         g, r = np.array(greedy), np.array(rand)

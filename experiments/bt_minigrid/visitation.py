@@ -63,7 +63,8 @@ def main() -> None:
         net = pre.network(tuple(pre.state["obs_shape"]), int(pre.state["num_actions"]), torch.device("cpu"))
         for c in range(len(cells)):
             env = make_vec_env(replace(cfg.env, id=ids[c]), seed=args.seed)
-            act = actor_for(net, torch.device("cpu"), env.num_envs)  # fresh recurrent states per goal cell
+            # fresh recurrent states per goal cell (and, with agent.prev_inputs, fresh NGU memories)
+            act = actor_for(net, torch.device("cpu"), env.num_envs, intrinsic=pre.reward_source(net, torch.device("cpu")))
             results = evaluate(act, env, args.episodes, args.epsilon, seed=args.seed)
             env.close()
             table[r, c] = np.mean([x.ret for x in results])

@@ -158,7 +158,8 @@ class NGUSource:
     def scorer(self, num_envs: int) -> NGUSource:
         """A frozen copy for ``num_envs`` other copies (an evaluation's): its own empty episodic
         memories (with this run's running mean of k-NN distances as they start), this run's
-        embedding and RND networks and reward scales, none of which its calls change."""
+        embedding and RND networks and reward scales, none of which its calls change: they move
+        only the copy's own running mean, its :meth:`state_dict`."""
         import copy
 
         from btcli.intrinsic.episodic import EpisodicMemory
@@ -234,6 +235,8 @@ class NGUSource:
         self.optimizer.step()
 
     def state_dict(self) -> dict[str, Any]:
+        if self.frozen:  # a scorer: its calls move only its memories' running mean of k-NN distances
+            return {"memory": self.memory.state_dict()}
         state: dict[str, Any] = {"idm": self.idm.state_dict(), "optimizer": self.optimizer.state_dict(),
                                  "memory": self.memory.state_dict(), "learn_calls": self.learn_calls,
                                  "reward_rms": self.reward_rms.state_dict()}
@@ -244,6 +247,10 @@ class NGUSource:
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.frozen:
+            self.memory.load_state_dict(state["memory"])
+            self._seeded = False
+            return
         self.idm.load_state_dict(state["idm"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.memory.load_state_dict(state["memory"])  # empty until load_episode_state_dict fills them
