@@ -65,8 +65,9 @@ class AgentConfig:
     core_size: int = _f(128, "agent.core=lstm: the LSTM's state size")
     seq_len: int = _f(20, "agent.core=lstm: steps of each replayed sequence that carry the loss")
     burn_in: int = _f(10, "agent.core=lstm: steps before them that only rebuild the stored state")
-    prev_inputs: bool = _f(False, "agent.core=lstm: the LSTM also sees the previous action and reward, as "
-                                  "NGU's does (pretrain with ngu / ngu+rnd only, for now)")
+    prev_inputs: bool = _f(False, "agent.core=lstm: the LSTM also sees the previous action and the previous "
+                                  "training reward, as NGU's does (pretrain: ngu / ngu+rnd only; transfer: "
+                                  "the task's reward, clipped as the learner's)")
 
 
 @dataclass
@@ -299,9 +300,10 @@ class RunConfig:
             raise ConfigError(f"transfer.pretrained_action needs a pre-trained policy: modes ft, bt or bt+ft, not '{self.mode}'")
         if not mode.copies_weights and (t.freeze != "none" or t.ft_layers != "all"):
             raise ConfigError(f"transfer.ft_layers / transfer.freeze only apply to modes ft and bt+ft, not '{self.mode}'")
-        if self.agent.prev_inputs and (self.agent.core == "none" or not self.intrinsic.objective.startswith("ngu")):
-            raise ConfigError("agent.prev_inputs needs agent.core=lstm and a pretrain run with --objective ngu or "
-                              "ngu+rnd (the rewards it is fed); set agent.prev_inputs=false")
+        if self.agent.prev_inputs and (self.agent.core == "none" or (
+                self.command == "pretrain" and not self.intrinsic.objective.startswith("ngu"))):
+            raise ConfigError("agent.prev_inputs needs agent.core=lstm and, to pre-train, --objective ngu or ngu+rnd "
+                              "(the rewards it is fed); set agent.prev_inputs=false")
         if self.agent.core != "none" and t.kickstart > 0:
             raise ConfigError(f"transfer.kickstart is {t.kickstart} but agent.core={self.agent.core}: the kickstart "
                               "term is built for the feed-forward learner; set transfer.kickstart=0 or agent.core=none")

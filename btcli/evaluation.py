@@ -32,27 +32,56 @@ def greedy_actor(net: torch.nn.Module, device: torch.device) -> Callable[[np.nda
     return act
 
 
+class TaskRewards:
+    """The scorer of a transfer learner with ``prev_inputs``: the task's reward, clipped to
+    [-clip, clip] as the learner's training rewards are (``clip`` 0: unclipped). Stateless."""
+
+    def __init__(self, clip: float):
+        self.clip = float(clip)
+
+    def scorer(self, num_envs: int) -> TaskRewards:
+        return self  # nothing to copy: it holds no state
+
+    def rewards(self, obs: np.ndarray, actions: np.ndarray, step) -> np.ndarray:
+        r = np.asarray(step.reward, dtype=np.float32)
+        return np.clip(r, -self.clip, self.clip) if self.clip > 0 else r
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+    def episode_state_dict(self) -> dict:
+        return {}
+
+    def load_episode_state_dict(self, state: dict | None) -> None:
+        pass
+
+
 def actor_for(net: torch.nn.Module, device: torch.device, num_envs: int,
-              intrinsic=None) -> Callable[[np.ndarray], np.ndarray]:
+              intrinsic=None, reward_clip: float = 0.0) -> Callable[[np.ndarray], np.ndarray]:
     """The greedy actor of ``net`` for ``num_envs`` copies: a fresh :class:`RecurrentActor` (its
     states start at zero) for a recurrent network, :func:`greedy_actor` otherwise. A network with
-    ``prev_inputs`` is fed the rewards of ``intrinsic`` (the run's source) by a frozen copy of it
-    (``intrinsic.scorer``: fresh episodic memories, nothing of the run's own changed)."""
+    ``prev_inputs`` is fed the rewards it learned from: those of ``intrinsic`` (a pre-training
+    run's NGU source) by a frozen copy of it (``intrinsic.scorer``: fresh episodic memories,
+    nothing of the run's own changed), or without one (a transfer run) :class:`TaskRewards`."""
     if getattr(net, "recurrent", False):
         from btcli.agent.recurrent import RecurrentActor
 
         scorer = None
         if getattr(net, "prev_inputs", False):
-            if intrinsic is None or not hasattr(intrinsic, "scorer"):
+            if intrinsic is not None and not hasattr(intrinsic, "scorer"):
                 raise ValueError("a network with agent.prev_inputs needs its run's NGU reward source to act")
-            scorer = intrinsic.scorer(num_envs)
+            scorer = intrinsic.scorer(num_envs) if intrinsic is not None else TaskRewards(reward_clip)
         return RecurrentActor(net, num_envs, device, scorer=scorer)
     return greedy_actor(net, device)
 
 
 def checkpoint_rewards(net: torch.nn.Module, cfg, state: dict, obs_shape, num_actions: int, device):
-    """The intrinsic reward source a checkpoint holds, for a network with ``prev_inputs`` (which is fed
-    its rewards when it acts); None for any other network."""
+    """The reward source a checkpoint's network with ``prev_inputs`` is fed when it acts: its
+    pre-training run's NGU source, or :class:`TaskRewards` for a transfer run; None for any other
+    network."""
     if not getattr(net, "prev_inputs", False):
         return None
     from types import SimpleNamespace
@@ -61,6 +90,8 @@ def checkpoint_rewards(net: torch.nn.Module, cfg, state: dict, obs_shape, num_ac
 
     spec_env = SimpleNamespace(obs_shape=tuple(obs_shape), num_actions=int(num_actions), num_envs=1)
     source = build_source(cfg.intrinsic, spec_env, device)
+    if source is None:
+        return TaskRewards(cfg.agent.reward_clip)
     source.load_state_dict(state["intrinsic"])
     return source
 

@@ -435,7 +435,7 @@ class Trainer:
             self._eval_env = make_vec_env(cfg.env, seed=cfg.seed + 1_000_003)
         step = self.counters.env_steps
         n = self._eval_env.num_envs
-        act = actor_for(self.learner.online, self.device, n, intrinsic=self.intrinsic)
+        act = actor_for(self.learner.online, self.device, n, intrinsic=self.intrinsic, reward_clip=cfg.agent.reward_clip)
         if cfg.transfer.pretrained_action:
             act = HandingOff(act, self.pretrained_act.for_evaluation(n), self.env.num_actions)
         policies = {"learner": act}

@@ -4,7 +4,8 @@ Checked: the input features against hand values; the actor feeds, resets and sav
 stores with every entry what its observation was fed (the entry before's action and reward, or
 none at an episode's first entry); an evaluation's frozen NGU scorer moves nothing of the run's
 source; a pre-training run with them evaluates and is a π_p a transfer can use (the recurrent
-transfer tests check what it is fed); another objective refuses them in one line.
+transfer tests check what it is fed), a transfer learner with them is fed the task's clipped
+reward; pre-training with another objective refuses them in one line.
 """
 
 from __future__ import annotations
@@ -145,13 +146,25 @@ def test_an_evaluation_scorer_changes_nothing_of_the_runs_ngu_source():
     assert np.array_equal(source.memory.sizes, kept[3]) and scorer.memory.sizes.tolist() == [6] * 4
 
 
-def test_refused_outside_ngu_pretraining_in_one_line():
+def test_task_rewards_are_the_clipped_task_reward_a_transfer_learner_is_fed():
+    from btcli.evaluation import TaskRewards
+
+    step = Step(np.zeros((3, 1)), np.array([-2.5, 0.25, 7.0]), np.zeros(3, bool), np.zeros(3, bool), np.zeros((3, 1)))
+    assert TaskRewards(1.0).rewards(None, None, step).tolist() == [-1.0, 0.25, 1.0]
+    assert TaskRewards(0.0).rewards(None, None, step).tolist() == [-2.5, 0.25, 7.0]
+
+
+def test_refused_without_a_core_or_outside_ngu_pretraining_in_one_line():
     with pytest.raises(ConfigError, match="agent.prev_inputs needs agent.core=lstm"):
         build_config({"env.id": "MiniGrid-Empty-6x6-v0", "command": "pretrain", "intrinsic.objective": "count",
                       "agent.core": "lstm", "agent.prev_inputs": True})
     with pytest.raises(ConfigError, match="agent.prev_inputs needs agent.core=lstm"):
         build_config({"env.id": "MiniGrid-Empty-6x6-v0", "command": "pretrain", "intrinsic.objective": "ngu",
                       "agent.prev_inputs": True})
+    with pytest.raises(ConfigError, match="agent.prev_inputs needs agent.core=lstm"):
+        build_config({"env.id": "MiniGrid-Empty-6x6-v0", "mode": "scratch", "agent.prev_inputs": True})
+    cfg = build_config({"env.id": "MiniGrid-Empty-6x6-v0", "mode": "scratch", "agent.core": "lstm", "agent.prev_inputs": True})
+    assert cfg.agent.prev_inputs  # a transfer learner is fed the task's reward
 
 
 def test_cli_pretrains_evaluates_and_transfers_from_a_prev_inputs_run(btcli, tmp_path):
@@ -170,3 +183,9 @@ def test_cli_pretrains_evaluates_and_transfers_from_a_prev_inputs_run(btcli, tmp
           "--quiet", check=True)
     rows = pd.read_csv(out / "eval.csv")
     assert set(rows["policy"]) == {"learner", "pretrained"}  # π_p's zero-shot reference, fed by its scorer
+    ft = tmp_path / "btft"  # FT copies the previous-input weights too; the learner is fed the task's reward
+    btcli("transfer", "--mode", "bt+ft", "--pretrained", str(run), "--env", "MiniGrid-Empty-6x6-v0", "--steps", "400",
+          "--out", str(ft), "--set", "agent.core=lstm", "--set", "agent.prev_inputs=true", "--set", "eval_episodes=2",
+          "--set", "threads=1", "--quiet", check=True)
+    btcli("evaluate", str(ft), "--episodes", "2", check=True)
+    assert (pd.read_csv(ft / "eval.csv")["policy"] == "learner").sum() == 2 + 2

@@ -154,6 +154,14 @@ def test_ft_copies_the_recurrent_weights_and_zeroes_the_values(tmp_path, recurre
     assert all(torch.equal(ff[k], source[k]) for k in ff if k.startswith("torso."))
 
 
+def test_ft_from_a_prev_inputs_pi_copies_their_weights_or_names_the_key(tmp_path, prev_run):
+    trainer = transfer(tmp_path, "ft", prev_run, **LSTM, **{"agent.prev_inputs": True})
+    source = torch.load(RunDir(prev_run).latest_checkpoint() / "state.pt", weights_only=False)["learner"]["online"]
+    assert torch.equal(trainer.learner.online.core.weight_ih, source["core.weight_ih"])  # the prev-input columns too
+    with pytest.raises(PretrainedError, match="agent.prev_inputs is False here but True"):
+        transfer(tmp_path, "ft", prev_run, name="plain", **LSTM)
+
+
 def test_recurrent_pi_cannot_be_a_kickstart_teacher(tmp_path, recurrent_run):
     with pytest.raises(PretrainedError, match="kickstart term asks π_p about replayed single steps"):
         transfer(tmp_path, "bt+ft", recurrent_run, **{"transfer.ft_layers": "torso", "agent.hidden": 32, "transfer.kickstart": 0.1})
@@ -163,7 +171,8 @@ def test_recurrent_pi_cannot_be_a_kickstart_teacher(tmp_path, recurrent_run):
     ("recurrent_run", {"mode": "bt+ft", **LSTM, "transfer.flight_cap": 30}),  # flights of a recurrent π_p in progress
     ("recurrent_run", {"mode": "bt", "transfer.pretrained_action": True, "agent.hidden": 32}),  # a feed-forward learner handing steps to it
     ("prev_run", {"mode": "bt", "transfer.flight_cap": 30, "agent.hidden": 32}),  # π_p's inputs and NGU memories mid-episode
-], ids=["bt+ft-lstm", "bt-handoff", "bt-prev-inputs"])
+    ("prev_run", {"mode": "bt+ft", **LSTM, "agent.prev_inputs": True, "transfer.flight_cap": 30}),  # both fed theirs
+], ids=["bt+ft-lstm", "bt-handoff", "bt-prev-inputs", "bt+ft-prev-inputs"])
 def test_resume_with_a_recurrent_pi_is_exact(tmp_path, request, pi, extra):
     if pi == "prev_run":
         request.getfixturevalue("decisive_prev")
