@@ -60,20 +60,23 @@ class TaskRewards:
 
 
 def actor_for(net: torch.nn.Module, device: torch.device, num_envs: int,
-              intrinsic=None, reward_clip: float = 0.0) -> Callable[[np.ndarray], np.ndarray]:
+              intrinsic=None, reward_clip: float | None = None) -> Callable[[np.ndarray], np.ndarray]:
     """The greedy actor of ``net`` for ``num_envs`` copies: a fresh :class:`RecurrentActor` (its
     states start at zero) for a recurrent network, :func:`greedy_actor` otherwise. A network with
     ``prev_inputs`` is fed the rewards it learned from: those of ``intrinsic`` (a pre-training
     run's NGU source) by a frozen copy of it (``intrinsic.scorer``: fresh episodic memories,
-    nothing of the run's own changed), or without one (a transfer run) :class:`TaskRewards`."""
+    nothing of the run's own changed), or without one (a transfer run) :class:`TaskRewards` with
+    ``reward_clip``; given neither, it is refused (ValueError)."""
     if getattr(net, "recurrent", False):
         from btcli.agent.recurrent import RecurrentActor
 
         scorer = None
         if getattr(net, "prev_inputs", False):
-            if intrinsic is not None and not hasattr(intrinsic, "scorer"):
-                raise ValueError("a network with agent.prev_inputs needs its run's NGU reward source to act")
-            scorer = intrinsic.scorer(num_envs) if intrinsic is not None else TaskRewards(reward_clip)
+            if intrinsic is None and reward_clip is not None:
+                intrinsic = TaskRewards(reward_clip)
+            if intrinsic is None or not hasattr(intrinsic, "scorer"):
+                raise ValueError("a network with agent.prev_inputs needs the rewards it learned from to act")
+            scorer = intrinsic.scorer(num_envs)
         return RecurrentActor(net, num_envs, device, scorer=scorer)
     return greedy_actor(net, device)
 

@@ -152,6 +152,11 @@ def test_task_rewards_are_the_clipped_task_reward_a_transfer_learner_is_fed():
     step = Step(np.zeros((3, 1)), np.array([-2.5, 0.25, 7.0]), np.zeros(3, bool), np.zeros(3, bool), np.zeros((3, 1)))
     assert TaskRewards(1.0).rewards(None, None, step).tolist() == [-1.0, 0.25, 1.0]
     assert TaskRewards(0.0).rewards(None, None, step).tolist() == [-2.5, 0.25, 7.0]
+    from btcli.evaluation import actor_for
+
+    with pytest.raises(ValueError, match="needs the rewards it learned from"):  # never a silent guess
+        actor_for(prev_net(), torch.device("cpu"), 3)
+    assert actor_for(prev_net(), torch.device("cpu"), 3, reward_clip=1.0).scorer.clip == 1.0
 
 
 def test_refused_without_a_core_or_outside_ngu_pretraining_in_one_line():

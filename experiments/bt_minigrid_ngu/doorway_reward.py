@@ -75,11 +75,14 @@ def main() -> None:
     memory = EpisodicMemory(1, first.shape[1], capacity=cfg.intrinsic.ngu.memory, k=cfg.intrinsic.ngu.k)
     memory.load_state_dict(ngu.memory.state_dict())
     memory.add(first, [0])
-    act = actor_for(trainer.learner.online, torch.device("cpu"), 1)
+    act = actor_for(trainer.learner.online, torch.device("cpu"), 1, intrinsic=ngu)
 
     def step(action: np.ndarray) -> float:
         nonlocal obs
-        obs = env.step(action).obs
+        before, result = obs, env.step(action)
+        obs = result.obs
+        if hasattr(act, "after_step"):  # a policy fed its previous action and reward (agent.prev_inputs)
+            act.after_step(before, action, result)
         return float(memory.add_and_reward(ngu.idm.embed(obs))[0])
 
     greedy = [step(act(obs)) for _ in range(args.steps)]
