@@ -61,8 +61,7 @@ def evaluate_run(run_dir: Path, *, episodes: int, checkpoint: str | None, epsilo
     net.to(dev).eval()
     eps = cfg.explore.eps_eval if epsilon is None else epsilon
     act = actor_for(net, dev, env.num_envs,
-                    intrinsic=checkpoint_rewards(net, cfg, state, env.obs_shape, env.num_actions, dev),
-                    reward_clip=cfg.agent.reward_clip)
+                    intrinsic=checkpoint_rewards(net, cfg, state, env.obs_shape, env.num_actions, dev))
     if extra:  # the learner's last action hands the step to π_p: load exactly the pinned checkpoint
         pinned = run.read_config()["provenance"]["pretrained"]
         pre = load_pretrained(pinned["checkpoint"], sha256=pinned["sha256"], device=str(dev))

@@ -32,6 +32,11 @@ def greedy_actor(net: torch.nn.Module, device: torch.device) -> Callable[[np.nda
     return act
 
 
+def clip_rewards(reward: np.ndarray, clip: float) -> np.ndarray:
+    """The rewards a learner trains on: ``reward`` clipped to [-clip, clip] (``clip`` 0: unclipped)."""
+    return np.clip(reward, -clip, clip) if clip > 0 else reward
+
+
 class TaskRewards:
     """The scorer of a transfer learner with ``prev_inputs``: the task's reward, clipped to
     [-clip, clip] as the learner's training rewards are (``clip`` 0: unclipped). Stateless."""
@@ -43,8 +48,7 @@ class TaskRewards:
         return self  # nothing to copy: it holds no state
 
     def rewards(self, obs: np.ndarray, actions: np.ndarray, step) -> np.ndarray:
-        r = np.asarray(step.reward, dtype=np.float32)
-        return np.clip(r, -self.clip, self.clip) if self.clip > 0 else r
+        return clip_rewards(np.asarray(step.reward, dtype=np.float32), self.clip)
 
     def state_dict(self) -> dict:
         return {}

@@ -21,7 +21,7 @@ from btcli.config import RunConfig, to_dict
 from btcli.envs import make_vec_env
 from btcli.envs.base import coverage_key
 from btcli.errors import Interrupted
-from btcli.evaluation import actor_for, evaluate, greedy_actor
+from btcli.evaluation import actor_for, clip_rewards, evaluate, greedy_actor
 from btcli.modes import MODES
 from btcli.pretrained import Pretrained, copy_weights, freeze, load_pretrained, zero_values
 from btcli.pretrained_policy import HandingOff, PretrainedPolicy
@@ -280,7 +280,7 @@ class Trainer:
                 if self.pretrained_act is not None:  # π_p with prev_inputs: what was done, and its reward
                     self.pretrained_act.after_step(obs, env_actions, step)
                 if self.intrinsic is None:
-                    rewards = np.clip(step.reward, -clip, clip) if clip > 0 else step.reward
+                    rewards = clip_rewards(step.reward, clip)
                 else:  # pre-training: the learner never sees the task's reward
                     rewards = self.intrinsic.rewards(obs, actions, step)
                     ep.intrinsic += rewards

@@ -106,8 +106,9 @@ class Pretrained:
         return _architecture_value(self.agent_config, "core") != "none"
 
     def reward_source(self, net: nn.Module, device: torch.device):
-        """The pre-trained run's NGU reward source, for a π_p with ``agent.prev_inputs`` (fed its
-        rewards when it acts); None for any other π_p."""
+        """What a π_p with ``agent.prev_inputs`` is fed as its previous reward: its run's NGU source
+        (a pre-training run) or its task's clipped reward (a transfer run); None for any other π_p
+        (:func:`btcli.evaluation.checkpoint_rewards`)."""
         from btcli.config import from_dict
         from btcli.evaluation import checkpoint_rewards
 
