@@ -107,6 +107,8 @@ def sweep(
     cpus: int | None = typer.Option(None, help="slurm: CPUs per run, also its torch threads (default 2)"),
     mem: float | None = typer.Option(None, help="slurm: GB of memory per run (default: the partition's)"),
     out_root: Path | None = typer.Option(None, "--out", help="root folder of the runs (overrides the file's 'out')"),
+    only: list[str] = typer.Option([], "--only", metavar="KEY=VALUE", help="run only the runs whose grid has this "
+                                   "value (repeat: one key ORs, keys AND), and the runs they read (e.g. pre-training)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the commands and what would run; run nothing"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no line per finished run"),
 ) -> None:
@@ -114,7 +116,7 @@ def sweep(
     from btcli.console import err, fail, out
 
     try:
-        from btcli.sweep import expand, load_sweep
+        from btcli.sweep import expand, load_sweep, select
         from btcli.sweep_exec import plan, run_sweep
 
         backend = backend.value
@@ -131,6 +133,8 @@ def sweep(
         elif any(v is not None for v in (partition, time_min, cpus, mem)):
             raise BtcliError("--partition, --time, --cpus and --mem apply to --backend slurm only")
         job_list = expand(spec, command_options(ctx.find_root().command))
+        if only:
+            job_list = select(job_list, only)
         stages = list(dict.fromkeys(j.stage for j in job_list))
         if dry_run:
             if slurm is not None:

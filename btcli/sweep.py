@@ -380,3 +380,39 @@ def _check_names(jobs: list[Job]) -> None:
                              f"'{job.run_dir}'; give the stages different names or 'run' templates with every "
                              "crossed key")
         seen[job.name] = job
+
+
+def select(jobs: list[Job], only: list[str]) -> list[Job]:
+    """The jobs whose grid point matches every ``KEY=VALUE`` of ``only``, and the runs they need.
+
+    One key given several times matches any of its values; different keys must all match. A job
+    whose point lacks a key does not match it (a pre-training stage without ``tag``), but stays in
+    when a selected job reads it (``needs``). Order is the sweep's own.
+    """
+    wanted: dict[str, set[str]] = {}
+    for item in only:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SweepError(f"--only '{item}': give KEY=VALUE with a grid key of the sweep, e.g. --only seed=0")
+        wanted.setdefault(key.strip(), set()).add(value.strip())
+    keys = {k for j in jobs for k in j.point}
+    for key, values in wanted.items():
+        if key not in keys:
+            raise SweepError(f"--only {key}=...: no stage of the sweep crosses '{key}'; its grid keys are "
+                             f"{', '.join(sorted(keys))}")
+        seen = {format_value(j.point[key]) for j in jobs if key in j.point}
+        if not values & seen:
+            raise SweepError(f"--only {key}={'|'.join(sorted(values))}: no run has that value; "
+                             f"the sweep's values are {', '.join(sorted(seen))}")
+    chosen = {j.run_dir for j in jobs
+              if all(k in j.point and format_value(j.point[k]) in vs for k, vs in wanted.items())}
+    if not chosen:
+        raise SweepError("--only: no run matches all of " + " ".join(only) + "; each matches some, not together")
+    by_dir = {j.run_dir: j for j in jobs}
+    todo = list(chosen)
+    while todo:  # what the chosen runs read comes along, and what that reads
+        for need in by_dir[todo.pop()].needs:
+            if need in by_dir and need not in chosen:
+                chosen.add(need)
+                todo.append(need)
+    return [j for j in jobs if j.run_dir in chosen]

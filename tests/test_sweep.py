@@ -16,7 +16,7 @@ import yaml
 from conftest import REPO
 
 from btcli.runs import RunDir, RunDirError
-from btcli.sweep import SweepError, expand, fill, load_sweep, parse_sweep
+from btcli.sweep import SweepError, expand, fill, load_sweep, parse_sweep, select
 from btcli.sweep_exec import run_sweep
 from btcli.sweep_tasks import make_task
 
@@ -111,6 +111,33 @@ def test_grid_errors(stage, message):
     assert message in str(info.value) and "\n" not in str(info.value)
 
 
+def test_only_selects_matching_runs_and_what_they_read():
+    jobs = jobs_of(PAPER, out="runs/paper")
+    names = lambda js: [j.name for j in js]  # noqa: E731
+    # transfer runs of one env; the pre-training runs they read come along (both seeds), no others
+    picked = select(jobs, [f"env={DOORKEY}", "mode=bt"])
+    assert names(picked) == [f"pretrain-{DOORKEY}-s0", f"pretrain-{DOORKEY}-s1"] + [
+        f"transfer-{DOORKEY}-s{s}-bt-lr{lr}" for s in (0, 1) for lr in ("0.0001", "0.0005")]
+    # a key given twice is either value; a key only the pretrain stage lacks drops it unless read
+    assert len(select(jobs, ["seed=0", "seed=1", "mode=ft"])) == 4 + 8
+    assert names(select(jobs, ["seed=1", f"env={EMPTY}"])) == [f"pretrain-{EMPTY}-s1"] + [
+        f"transfer-{EMPTY}-s1-{m}-lr{lr}" for m in ("ft", "bt") for lr in ("0.0001", "0.0005")]
+    assert names(select(jobs, ["agent.lr=0.0005", "seed=0", f"env={EMPTY}"]))[0] == f"pretrain-{EMPTY}-s0"
+    assert select(jobs, []) == jobs  # nothing asked: the whole sweep, in its order
+
+
+@pytest.mark.parametrize("only, message", [
+    (["seed"], "--only 'seed': give KEY=VALUE"),
+    (["sede=0"], "no stage of the sweep crosses 'sede'; its grid keys are agent.lr, env, explore.eps_end, mode, seed"),
+    (["seed=7"], "--only seed=7: no run has that value; the sweep's values are 0, 1"),
+    (["mode=ft", "agent.lr=0.001"], "no run has that value"),
+])
+def test_only_errors(only, message):
+    with pytest.raises(SweepError) as info:
+        select(jobs_of(PAPER), only)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
 def test_ambiguous_run_reference_and_duplicate_names():
     data = {"stages": [
         {"name": "pre", "command": "pretrain", "grid": {"seed": [0]}, "args": {"objective": "count"},
@@ -147,6 +174,19 @@ def test_cli_errors(btcli, tmp_path):
         proc = btcli("sweep", *args)
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         assert proc.returncode == 2 and len(lines) == 1 and text in lines[0], proc.stderr
+
+
+def test_cli_only_dry_run_and_error(btcli, tmp_path):
+    grid = tmp_path / "paper.yaml"
+    grid.write_text(yaml.safe_dump(PAPER | {"out": str(tmp_path / "runs")}, sort_keys=False))
+    proc = btcli("sweep", str(grid), "--only", "mode=ft", "--only", "seed=1", "--dry-run")
+    planned = [line.split("/")[1].split(":")[0] for line in proc.stdout.splitlines() if line.startswith("# ")]
+    assert proc.returncode == 0 and planned == [f"pretrain-{EMPTY}-s1", f"pretrain-{DOORKEY}-s1"] + [
+        f"transfer-{e}-s1-ft-lr{lr}" for e in (EMPTY, DOORKEY) for lr in ("0.0001", "0.0005")], proc.stdout
+    assert "6 runs in 2 stage(s)" in proc.stdout
+    proc = btcli("sweep", str(grid), "--only", "mode=dqn", "--dry-run")
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and "--only mode=dqn: no run has that value" in lines[0]
 
 
 def test_missing_ray_is_one_line(monkeypatch):
