@@ -1,6 +1,7 @@
-"""The held-out tables of experiments/RESULTS.md, from the comparisons run.sh wrote.
+"""The transfer tables of experiments/RESULTS.md, from the comparisons run.sh wrote.
 
     python experiments/heldout/tables.py runs/heldout            # markdown on stdout
+    python experiments/heldout/tables.py runs/bt_transfer SmallFourRoomsMisaligned   # the experiment's tasks
 
 Per task: every arm's mean over its 5 seeds [95% stratified-bootstrap CI] on eval-last (the
 learner's greedy evaluations at 70k, 75k and 80k; scratch+pt-budget: 150k-160k) and eval-auc,
@@ -15,9 +16,11 @@ from pathlib import Path
 import pandas as pd
 
 TASKS = ("SimpleCrossingS9N1", "DoorKey-6x6", "LavaGapS6")
-ARMS = ("π_p zero-shot", "scratch", "scratch+pt-budget", "ez-greedy", "ft", "bt", "bt+ft", "bt+ft+ks")
+ARMS = ("π_p zero-shot", "scratch", "scratch+pt-budget", "ez-greedy", "ft", "ft+random-flights", "bt", "bt+ft",
+        "bt+ft+ks")
 CLAIMS = (("bt+ft+ks", "π_p zero-shot"), ("bt+ft+ks", "scratch"), ("bt+ft+ks", "scratch+pt-budget"),
-          ("bt+ft", "bt"), ("bt+ft", "ft"), ("bt+ft+ks", "bt"), ("bt+ft+ks", "ft"), ("bt", "scratch"))
+          ("bt+ft", "bt"), ("bt+ft", "ft"), ("bt+ft+ks", "bt"), ("bt+ft+ks", "ft"), ("bt", "scratch"),
+          ("bt+ft", "ft+random-flights"), ("bt+ft", "π_p zero-shot"), ("bt", "π_p zero-shot"))
 
 
 def cell(agg: pd.DataFrame, group: str) -> str:
@@ -28,9 +31,9 @@ def cell(agg: pd.DataFrame, group: str) -> str:
     return f"{r.point:.3f} [{r.lo:.3f}, {r.hi:.3f}]"
 
 
-def main(root: str) -> None:
+def main(root: str, tasks: tuple[str, ...] = TASKS) -> None:
     base = Path(root)
-    for task in TASKS:
+    for task in tasks:
         last = pd.read_csv(base / f"compare-{task}-eval-last" / "aggregates.csv")
         auc = pd.read_csv(base / f"compare-{task}-eval-auc" / "aggregates.csv")
         runs = last[last.statistic == "mean"].set_index("group")["runs"]
@@ -38,6 +41,8 @@ def main(root: str) -> None:
         print("| arm | runs | eval-last | eval-auc |\n|---|---|---|---|")
         for arm in ARMS:
             n = int(runs.get(arm, 0))
+            if n == 0 and arm == "ft+random-flights":
+                continue  # an arm of the experiment's sweep only
             print(f"| {arm} | {n} | {cell(last, arm)} | {cell(auc, arm) if arm != 'scratch+pt-budget' else 'n/a'} |")
         poi = pd.read_csv(base / f"compare-{task}-eval-last" / "poi.csv")
         pairs = []
@@ -54,4 +59,4 @@ def main(root: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "runs/heldout")
+    main(sys.argv[1] if len(sys.argv) > 1 else "runs/heldout", tuple(sys.argv[2:]) or TASKS)
