@@ -76,14 +76,14 @@ def build_components(cfg: RunConfig, device: torch.device, rng: np.random.Genera
     common = dict(lr=a.lr, adam_eps=a.adam_eps, double=a.double, max_grad_norm=a.max_grad_norm,
                   precision=a.precision, device=device)
     storage = dict(frame_stack=env.frame_stack, n_step=a.n_step, gamma=a.gamma, seed=cfg.seed, num_actions=actions)
+    margin = t.kickstart_margin if t.kickstart > 0 else None
     if isinstance(net, RecurrentQNetwork):
-        learner: DQNLearner = R2D2Learner(net, burn_in=a.burn_in, **common)
+        learner: DQNLearner = R2D2Learner(net, burn_in=a.burn_in, demo_margin=margin, **common)
         replay: ReplayBuffer = SequenceReplay(a.buffer_size, cfg.env.num_envs, env.obs_shape, env.obs_dtype,
                                               state_shape=(2, a.core_size), burn_in=a.burn_in, seq_len=a.seq_len,
-                                              prev_inputs=a.prev_inputs, **storage)
+                                              prev_inputs=a.prev_inputs, demos=margin is not None, **storage)
     else:
-        learner = DQNLearner(net, cuda_graph=a.cuda_graph,
-                             demo_margin=t.kickstart_margin if t.kickstart > 0 else None, **common)
+        learner = DQNLearner(net, cuda_graph=a.cuda_graph, demo_margin=margin, **common)
         replay = ReplayBuffer(a.buffer_size, cfg.env.num_envs, env.obs_shape, env.obs_dtype, **storage)
     spec = FlightSpec(source=flight_source(cfg.mode, t.flights), start=t.flight_start, prob=t.flight_prob,
                       mu=t.flight_mu, cap=t.flight_cap, random_share=t.random_flight_share)

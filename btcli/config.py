@@ -304,9 +304,6 @@ class RunConfig:
                 self.command == "pretrain" and not self.intrinsic.objective.startswith("ngu"))):
             raise ConfigError("agent.prev_inputs needs agent.core=lstm and, to pre-train, --objective ngu or ngu+rnd "
                               "(the rewards it is fed); set agent.prev_inputs=false")
-        if self.agent.core != "none" and t.kickstart > 0:
-            raise ConfigError(f"transfer.kickstart is {t.kickstart} but agent.core={self.agent.core}: the kickstart "
-                              "term is built for the feed-forward learner; set transfer.kickstart=0 or agent.core=none")
 
 
 def _fields(cls) -> dict[str, dataclasses.Field]:

@@ -205,7 +205,7 @@ def _check_pretrained(cfg: RunConfig):
         env.close()
     if MODES[cfg.mode].copies_weights:
         pretrained.check_architecture(to_dict(cfg.agent), cfg.transfer.ft_layers)
-    pretrained.check_teacher(cfg.transfer.kickstart)
+    pretrained.check_teacher(cfg.transfer.kickstart, cfg.agent.core)
     return pretrained
 
 

@@ -115,7 +115,7 @@ class Trainer:
         elif pretrained is None:
             pretrained = load_pretrained(cfg.transfer.pretrained)
         pretrained.check_task(checkpoint_identity(cfg, self.env), allow_other_env=cfg.transfer.allow_other_env)
-        pretrained.check_teacher(cfg.transfer.kickstart)
+        pretrained.check_teacher(cfg.transfer.kickstart, cfg.agent.core)
         if MODES[cfg.mode].copies_weights:
             pretrained.check_architecture(to_dict(cfg.agent), cfg.transfer.ft_layers)
             copy_weights(self.learner.online, pretrained.state["learner"]["online"], cfg.transfer.ft_layers,
@@ -288,6 +288,8 @@ class Trainer:
                 if self._learn_through_terminal:  # stored as time limits; the episode still ends below
                     terminated, truncated = np.zeros_like(terminated), terminated | truncated
                 extra = {} if self.actor is None else self.actor.replay_fields()
+                if getattr(self.replay, "demos", False):  # the kickstart's teacher: π_p's action now
+                    extra["demo_actions"] = self.pretrained_act(obs)
                 self.replay.add(obs, actions, rewards, terminated, truncated, step.final_obs, **extra)
                 if self.actor is not None:
                     self.actor.observe_step(actions, rewards)
@@ -354,7 +356,7 @@ class Trainer:
         while c.update_credit >= 1.0 and self.replay.can_sample(a.batch_size):
             c.update_credit -= 1.0
             batch = self.replay.sample(a.batch_size).to(self._to_device)
-            loss, q = self.learner.update(batch, *self._kickstart(batch.obs))
+            loss, q = self.learner.update(batch, *self._kickstart(batch))
             if self.intrinsic is not None:
                 self.intrinsic.learn(batch.transitions())
             self.record.losses.append(loss)  # tensors: no device sync per update
@@ -371,11 +373,11 @@ class Trainer:
             return t.kickstart
         return linear_schedule(t.kickstart, 0.0, t.kickstart_steps, self.counters.env_steps)
 
-    def _kickstart(self, obs: torch.Tensor) -> tuple:
+    def _kickstart(self, batch) -> tuple:
         """(π_p's greedy actions, weight) for a learner with a demo margin; () for the others."""
         if self.learner.demo_margin is None:
             return ()
-        return self.pretrained_act.demonstrations(obs, self.kickstart_weight())
+        return self.pretrained_act.demonstrations(batch, self.kickstart_weight())
 
     def _start_coverage(self, ep_cells: list[set], envs) -> None:
         """Begin the coverage sets of new episodes with the cell (room) they start in."""
@@ -476,9 +478,7 @@ class Trainer:
         c = self.counters
         wall = self._elapsed()
         return {
-            "status": "complete",
-            "command": self.cfg.command,
-            "mode": self.cfg.mode,
+            "status": "complete", "command": self.cfg.command, "mode": self.cfg.mode,
             "env_id": self.cfg.env.id,
             "seed": self.cfg.seed,
             "steps": c.env_steps,

@@ -115,11 +115,13 @@ class Pretrained:
         s = self.state
         return checkpoint_rewards(net, from_dict(s["config"]), s, s["obs_shape"], s["num_actions"], device)
 
-    def check_teacher(self, kickstart: float) -> None:
-        """The kickstart term asks π_p about replayed single steps: refuse a recurrent π_p for it."""
-        if kickstart > 0 and self.recurrent:
-            raise PretrainedError(f"pre-trained run '{self.run}' is recurrent: the kickstart term asks π_p about "
-                                  "replayed single steps, which a recurrent π_p cannot answer; set transfer.kickstart=0")
+    def check_teacher(self, kickstart: float, learner_core: str) -> None:
+        """A feed-forward learner's kickstart asks π_p about replayed single steps, which a recurrent
+        π_p cannot answer (a recurrent learner's replay records π_p's actions as they are taken)."""
+        if kickstart > 0 and self.recurrent and learner_core == "none":
+            raise PretrainedError(f"pre-trained run '{self.run}' is recurrent: a feed-forward learner's kickstart asks "
+                                  "π_p about replayed single steps, which a recurrent π_p cannot answer; set "
+                                  "transfer.kickstart=0, or agent.core=lstm (its replay records π_p's actions)")
 
     def network(self, obs_shape: tuple[int, ...], num_actions: int, device: torch.device) -> nn.Module:
         """The pre-trained online Q-network, frozen (π_p = argmax of its Q-values), feed-forward or

@@ -58,9 +58,15 @@ class PretrainedPolicy:
         if self.recurrent:
             self._actor.reset(copies)
 
-    def demonstrations(self, obs: torch.Tensor, weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def demonstrations(self, batch, weight: float) -> tuple[torch.Tensor, torch.Tensor]:
         """(π_p's greedy actions on a replayed batch, ``weight`` as a tensor): the kickstart term's
-        input (feed-forward π_p only). At weight 0 π_p is not asked: any action does."""
+        input. A sequence batch carries the actions π_p chose when its steps were taken
+        (``demo_actions``); for a batch of single steps a feed-forward π_p is asked now (at weight
+        0 it is not asked: any action does)."""
+        recorded = getattr(batch, "demo_actions", None)
+        if recorded is not None:
+            return recorded, torch.tensor(weight, device=self.device)
+        obs = batch.obs
         if weight > 0.0:
             with torch.no_grad():  # not inference_mode: the loss indexes with these actions under autograd
                 demo = self.net(obs).argmax(dim=1)

@@ -21,11 +21,12 @@ STREAM = 1000
 
 
 def filled_replay(steps: int, *, capacity=4 * 40, num_envs=4, burn_in=2, seq_len=5, n_step=2, episode=7,
-                  gamma=0.9, terminate=True) -> SequenceReplay:
+                  gamma=0.9, terminate=True, demos=False) -> SequenceReplay:
     """Streams whose episodes last ``episode`` steps (copy e's first one ``episode - e``), ending
-    terminated (or truncated). Entry ids: position + 1 + STREAM * e, in obs, reward and state."""
+    terminated (or truncated). Entry ids: position + 1 + STREAM * e, in obs, reward and state;
+    with ``demos``, π_p's recorded action is id % 4."""
     r = SequenceReplay(capacity, num_envs, (1,), np.float32, n_step=n_step, gamma=gamma, seed=1,
-                       num_actions=4, state_shape=(2, 1), burn_in=burn_in, seq_len=seq_len)
+                       num_actions=4, state_shape=(2, 1), burn_in=burn_in, seq_len=seq_len, demos=demos)
     length = np.array([e for e in range(num_envs)])  # steps into the episode
     for _ in range(steps):
         ids = (r.written + 1 + STREAM * np.arange(num_envs)).astype(np.float32)
@@ -33,7 +34,8 @@ def filled_replay(steps: int, *, capacity=4 * 40, num_envs=4, burn_in=2, seq_len
         final = (ids + 1)[:, None]  # the final-frame entry's id is the next position's
         r.add(ids[:, None], np.arange(num_envs) % 4, ids, ended & terminate, ended & ~terminate, final,
               states=np.repeat(ids[:, None, None], 2, axis=1),
-              final_states=np.repeat(final[:, None], 2, axis=1))
+              final_states=np.repeat(final[:, None], 2, axis=1), **({"demo_actions": ids.astype(np.int64) % 4}
+                                                                       if demos else {}))
         length = np.where(ended, 0, length + 1)
     return r
 
@@ -129,13 +131,58 @@ def test_actor_carries_each_copys_state_and_resets_the_ended_ones():
     assert np.array_equal(other(obs), actor(obs)) and torch.equal(other.state, actor.state)
 
 
+def test_recorded_demos_line_up_with_the_learned_entries_and_survive_a_save():
+    r = filled_replay(100, demos=True)  # wrapped streams, episodes ending inside sequences
+    batch = r.sample(2000)
+    ids = batch.obs[:, r.burn_in:r.burn_in + r.seq_len, 0].astype(np.int64)  # [B, L]
+    learned = batch.mask > 0
+    assert learned.sum() > 5000 and (~learned).sum() > 500  # final frames among the learned entries
+    assert np.array_equal(batch.demo_actions[learned], ids[learned] % 4)  # each entry's own demo
+    other = filled_replay(0, demos=True)
+    other.load_state_dict(r.state_dict())
+    again = other.sequences(batch.streams, batch.starts)
+    assert np.array_equal(again.demo_actions[learned], batch.demo_actions[learned])
+    assert filled_replay(20).sample(8).demo_actions is None  # kept only when asked for
+    with pytest.raises(ValueError, match="keeps π_p's action for each entry"):
+        r.add(np.zeros((4, 1), np.float32), np.zeros(4, np.int64), np.zeros(4), np.zeros(4, bool), np.zeros(4, bool),
+              np.zeros((4, 1), np.float32), states=np.zeros((4, 2, 1)), final_states=np.zeros((4, 2, 1)))
+
+
+def test_kickstart_loss_of_the_recurrent_learner_by_hand():
+    from btcli.agent.dqn import large_margin_loss
+
+    r = filled_replay(60, burn_in=2, seq_len=5, demos=True)
+    tensors = r.sample(16).to(torch.from_numpy)
+    torch.manual_seed(0)
+    net = RecurrentQNetwork(VectorMLP(1, hidden=8), core_size=1, num_actions=4, dueling=True)
+    learner = R2D2Learner(net, burn_in=2, lr=1e-3, adam_eps=1e-8, demo_margin=0.3)
+    weight = torch.tensor(0.5)
+    loss, td, _ = learner.sequence_loss(tensors, tensors.demo_actions, weight)
+    assert torch.equal(td, learner.sequence_loss(tensors)[1])  # the TD part is unchanged
+    # by hand: the online net unrolled over burn-in then the learned steps, margin loss per learned entry
+    x = net.encode(tensors.obs.flatten(0, 1)).unflatten(0, tensors.first.shape)
+    with torch.no_grad():
+        state = net.unroll(x[:, :2], tensors.first[:, :2], tensors.state0)[1]
+        q = net.unroll(x[:, 2:], tensors.first[:, 2:], state)[0][:, :5]  # [B, L, A]
+    rows = []
+    for b in range(q.shape[0]):
+        for t in range(q.shape[1]):
+            if tensors.mask[b, t] > 0:
+                qa, demo = q[b, t], int(tensors.demo_actions[b, t])
+                rows.append(max(float(qa[a]) + (0.0 if a == demo else 0.3) for a in range(4)) - float(qa[demo]))
+    assert loss.item() - td.item() == pytest.approx(0.5 * sum(rows) / len(rows), rel=2e-4)  # float32 of a large TD loss
+    assert float(large_margin_loss(q[0], tensors.demo_actions[0], 0.3).min()) >= 0.0
+    with pytest.raises(ValueError, match="every update needs demo and demo_weight"):
+        learner.update(tensors)
+
+
 def test_burn_in_gives_no_gradient_and_its_rewards_do_not_reach_the_loss():
     r = filled_replay(60, burn_in=3, seq_len=4)
     batch = r.sample(64)
     net = RecurrentQNetwork(VectorMLP(1, hidden=8), core_size=1, num_actions=4, dueling=True)
     learner = R2D2Learner(net, burn_in=3, lr=1e-3, adam_eps=1e-8)
     tensors = batch.to(torch.from_numpy)
-    loss, _ = learner.sequence_loss(tensors)
+    loss = learner.sequence_loss(tensors)[0]
     # the loss is a function of the learned entries only: other actions at burn-in entries change nothing
     r.actions[...] = (r.actions + 1) % 4
     again = r.sequences(batch.streams, batch.starts)
@@ -152,9 +199,9 @@ def test_burn_in_gives_no_gradient_and_its_rewards_do_not_reach_the_loss():
 
 
 def test_recurrent_config_refusals():
-    with pytest.raises(ConfigError, match="the kickstart term is built for the feed-forward learner"):
-        build_config({"env.id": "MiniGrid-Empty-6x6-v0", "mode": "bt", "transfer.pretrained": "runs/x",
-                      "agent.core": "lstm", "transfer.kickstart": 0.1})
+    kick = build_config({"env.id": "MiniGrid-Empty-6x6-v0", "mode": "bt", "transfer.pretrained": "runs/x",
+                         "agent.core": "lstm", "transfer.kickstart": 0.1})  # its replay records π_p's actions
+    assert kick.transfer.kickstart == 0.1
     with pytest.raises(ConfigError, match="agent.core' is 'gru'"):
         build_config({"env.id": "MiniGrid-Empty-6x6-v0", "agent.core": "gru"})
     with pytest.raises(ConfigError, match="and their sequences need"):
@@ -192,7 +239,7 @@ def test_cli_trains_evaluates_and_transfers_from_a_recurrent_run(btcli, tmp_path
     teacher = btcli(*transfer, "--mode", "bt+ft", "--out", str(tmp_path / "ks"), "--set", "transfer.ft_layers=torso",
                     "--set", "transfer.kickstart=0.1", *small)
     assert teacher.returncode != 0 and len(teacher.stderr.strip().splitlines()) == 1
-    assert "is recurrent: the kickstart term" in teacher.stderr and not (tmp_path / "ks").exists()
+    assert "is recurrent: a feed-forward learner's kickstart" in teacher.stderr and not (tmp_path / "ks").exists()
 
 
 MEMORY = {"env.id": "MiniGrid-CueCorridor-v0", "env.actions": "navigation", "steps": 36_000, "seed": 0, "threads": 1,

@@ -162,9 +162,37 @@ def test_ft_from_a_prev_inputs_pi_copies_their_weights_or_names_the_key(tmp_path
         transfer(tmp_path, "ft", prev_run, name="plain", **LSTM)
 
 
-def test_recurrent_pi_cannot_be_a_kickstart_teacher(tmp_path, recurrent_run):
-    with pytest.raises(PretrainedError, match="kickstart term asks π_p about replayed single steps"):
+def test_recurrent_pi_teaches_a_recurrent_learner_only(tmp_path, recurrent_run):
+    with pytest.raises(PretrainedError, match="a feed-forward learner's kickstart asks π_p about replayed single"):
         transfer(tmp_path, "bt+ft", recurrent_run, **{"transfer.ft_layers": "torso", "agent.hidden": 32, "transfer.kickstart": 0.1})
+
+
+def agreement_with_pi(net, replay) -> float:
+    """Share of replayed learned steps where ``net``'s greedy action is the one π_p chose there."""
+    batch = replay.sample(256)
+    tensors = batch.to(torch.from_numpy)
+    burn = batch.burn_in
+    with torch.no_grad():
+        x = net.encode(tensors.obs.flatten(0, 1)).unflatten(0, tensors.first.shape)
+        state = net.unroll(x[:, :burn], tensors.first[:, :burn], tensors.state0)[1]
+        q = net.unroll(x[:, burn:], tensors.first[:, burn:], state)[0][:, :batch.demo_actions.shape[1]]
+    same = (q.argmax(2).numpy() == batch.demo_actions)[batch.mask > 0]
+    return float(same.mean())
+
+
+def test_kickstart_teaches_a_recurrent_learner_the_actions_pi_took(tmp_path, recurrent_run):
+    """bt from a recurrent π_p, a fresh recurrent learner: with a strong constant kickstart its greedy
+    actions on replayed steps become π_p's recorded ones; without it they stay near chance."""
+    runs = {}
+    for weight in (0.0, 2.0):
+        trainer = transfer(tmp_path, "bt", recurrent_run, name=f"ks{weight}", **LSTM,
+                           **{"transfer.kickstart": weight, "transfer.kickstart_steps": 0, "steps": 2_000})
+        trainer.train()
+        runs[weight] = trainer
+    assert runs[0.0].replay.demos is False and runs[2.0].replay.demos is True
+    taught = agreement_with_pi(runs[2.0].learner.online, runs[2.0].replay)
+    untaught = agreement_with_pi(runs[0.0].learner.online, runs[2.0].replay)  # on the same replayed steps
+    assert taught > 0.8 and taught > untaught + 0.3, (taught, untaught)
 
 
 @pytest.mark.parametrize("pi, extra", [
@@ -172,7 +200,8 @@ def test_recurrent_pi_cannot_be_a_kickstart_teacher(tmp_path, recurrent_run):
     ("recurrent_run", {"mode": "bt", "transfer.pretrained_action": True, "agent.hidden": 32}),  # a feed-forward learner handing steps to it
     ("prev_run", {"mode": "bt", "transfer.flight_cap": 30, "agent.hidden": 32}),  # π_p's inputs and NGU memories mid-episode
     ("prev_run", {"mode": "bt+ft", **LSTM, "agent.prev_inputs": True, "transfer.flight_cap": 30}),  # both fed theirs
-], ids=["bt+ft-lstm", "bt-handoff", "bt-prev-inputs", "bt+ft-prev-inputs"])
+    ("recurrent_run", {"mode": "bt+ft", **LSTM, "transfer.kickstart": 0.5}),  # π_p's recorded actions in replay
+], ids=["bt+ft-lstm", "bt-handoff", "bt-prev-inputs", "bt+ft-prev-inputs", "bt+ft-lstm-kickstart"])
 def test_resume_with_a_recurrent_pi_is_exact(tmp_path, request, pi, extra):
     if pi == "prev_run":
         request.getfixturevalue("decisive_prev")

@@ -15,7 +15,9 @@ the torso and the head, learned from replayed sequences with a burn-in.
   steps carry the loss. Targets are n-step returns inside the sequence, bootstrapped from the
   target network unrolled over the same sequence from the same stored state (double Q: the
   online unroll picks the action). The loss is the Huber TD error averaged over the learned
-  steps that are transitions.
+  steps that are transitions; with ``demo_margin`` (the kickstart, ``transfer.kickstart``) plus
+  w · the mean of DQfD's large-margin loss toward π_p's actions on the same steps, which the
+  replay recorded when each step was taken (``SequenceReplay(demos=True)``).
 
 Our choices, not R2D2's: uniform replay (no priorities), no value rescaling h(x) (rewards are
 clipped as for the feed-forward DQN), sequences starting at any entry (R2D2: every 40 steps).
@@ -28,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from btcli.agent.dqn import DQNLearner, clip_grad_norm
+from btcli.agent.dqn import DQNLearner, clip_grad_norm, large_margin_loss
 from btcli.agent.networks import QHead
 
 
@@ -198,14 +200,20 @@ class R2D2Learner(DQNLearner):
         self.burn_in = int(burn_in)
 
     def update(self, batch, demo=None, demo_weight=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """One gradient step on a sequence batch; returns (TD loss, mean Q of the taken actions)."""
-        if demo is not None:
-            raise ValueError("a recurrent learner takes no demonstrations (transfer.kickstart)")
-        self.updates += 1
-        return self._sequence_step(batch)
+        """One gradient step on a sequence batch; returns (TD loss, mean Q of the taken actions).
 
-    def sequence_loss(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """(TD loss over the learned steps, their mean Q) for a :class:`SequenceTensorBatch`."""
+        A learner built with ``demo_margin`` needs ``demo`` (π_p's actions ``[B, L]`` at the learned
+        steps, as ``batch.demo_actions``) and ``demo_weight`` (a 0-d tensor w)."""
+        if self.demo_margin is not None and (demo is None or demo_weight is None):
+            raise ValueError("this learner has a demo margin: every update needs demo and demo_weight")
+        if self.demo_margin is None and demo is not None:
+            raise ValueError("this learner was built without a demo margin: it takes no demonstrations")
+        self.updates += 1
+        return self._sequence_step(batch, demo, demo_weight)
+
+    def sequence_loss(self, batch, demo=None, demo_weight=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(loss, TD loss over the learned steps, their mean Q) for a :class:`SequenceTensorBatch`;
+        the loss adds ``demo_weight`` · the masked mean large-margin loss toward ``demo``."""
         obs, first, state0 = batch.obs, batch.first, batch.state0
         b, steps = first.shape
         burn = self.burn_in
@@ -229,15 +237,19 @@ class R2D2Learner(DQNLearner):
             target = batch.returns + batch.discounts * next_target.gather(2, best).squeeze(2)
         mask = batch.mask
         count = mask.sum().clamp_min(1.0)
-        loss = (F.smooth_l1_loss(q, target, reduction="none") * mask).sum() / count
-        return loss, (q.detach() * mask).sum() / count
+        td = (F.smooth_l1_loss(q, target, reduction="none") * mask).sum() / count
+        loss = td
+        if demo is not None:
+            margin = large_margin_loss(q_online[:, :learned].flatten(0, 1), demo.flatten(), self.demo_margin)
+            loss = td + demo_weight * (margin * mask.flatten()).sum() / count
+        return loss, td, (q.detach() * mask).sum() / count
 
-    def _sequence_step(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        loss, q = self.sequence_loss(batch)
+    def _sequence_step(self, batch, demo=None, demo_weight=None) -> tuple[torch.Tensor, torch.Tensor]:
+        loss, td, q = self.sequence_loss(batch, demo, demo_weight)
         for p in self._params:
             p.grad = None
         loss.backward()
         if self.max_grad_norm > 0:
             clip_grad_norm(self._params, self.max_grad_norm)
         self.optimizer.step()
-        return loss.detach(), q
+        return td.detach(), q

@@ -16,6 +16,10 @@ end, so ``t + m`` always lies inside the sequence.
 With ``prev_inputs`` each entry also keeps the previous action and reward its observation was
 fed with (-1 and 0 at an episode's first entry; for a final-frame entry, the episode's last
 action and reward), as the network with ``agent.prev_inputs`` takes them.
+
+With ``demos`` each entry also keeps π_p's greedy action for its observation, chosen when the step
+was taken (so a recurrent π_p's answer comes from the state that followed the real episode): the
+kickstart term's teacher actions (``transfer.kickstart``), sampled at the learned entries.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ class SequenceBatch:
     burn_in: int
     prev_actions: np.ndarray | None = None  # [B, T] int64, with prev_inputs: entry t's previous action (-1: none)
     prev_rewards: np.ndarray | None = None  # [B, T] float32, with prev_inputs: entry t's previous reward
+    demo_actions: np.ndarray | None = None  # [B, L] int64, with demos: π_p's action at each learned entry
 
     def to(self, convert) -> SequenceTensorBatch:
         """The batch as the learner takes it: ``convert`` (numpy -> tensor on the device) per field."""
@@ -52,7 +57,7 @@ class SequenceBatch:
         return SequenceTensorBatch(*(convert(getattr(self, k)) for k in
                                      ("obs", "first", "state0", "actions", "returns", "discounts", "boot", "mask")),
                                    burn_in=self.burn_in, prev_actions=maybe(self.prev_actions),
-                                   prev_rewards=maybe(self.prev_rewards))
+                                   prev_rewards=maybe(self.prev_rewards), demo_actions=maybe(self.demo_actions))
 
 
 @dataclass
@@ -70,6 +75,7 @@ class SequenceTensorBatch:
     burn_in: int = 0
     prev_actions: Any = None
     prev_rewards: Any = None
+    demo_actions: Any = None
 
     def transitions(self):
         """The learned steps as one-step transitions (obs, next_obs: the entry after each), for the
@@ -94,7 +100,7 @@ class SequenceReplay(ReplayBuffer):
     def __init__(self, capacity: int, num_envs: int, obs_shape: tuple[int, ...], obs_dtype=np.uint8,
                  frame_stack: int = 1, n_step: int = 1, gamma: float = 0.99, seed: int = 0, *,
                  num_actions: int | None = None, state_shape: tuple[int, ...], burn_in: int, seq_len: int,
-                 prev_inputs: bool = False):
+                 prev_inputs: bool = False, demos: bool = False):
         super().__init__(capacity, num_envs, obs_shape, obs_dtype, frame_stack, n_step, gamma, seed,
                          num_actions=num_actions)
         self.burn_in, self.seq_len = int(burn_in), int(seq_len)
@@ -108,16 +114,20 @@ class SequenceReplay(ReplayBuffer):
         held = (self.num_envs, self.cap_per_env) if self.prev_inputs else (self.num_envs, 0)
         self.prev_actions = np.full(held, -1, dtype=np.int64)
         self.prev_rewards = np.zeros(held, dtype=np.float32)
+        self.demos = bool(demos)
+        self.demo_actions = np.zeros((self.num_envs, self.cap_per_env if self.demos else 0), dtype=np.int64)
 
     @property
     def nbytes(self) -> int:
-        return super().nbytes + int(self.states.nbytes + self.prev_actions.nbytes + self.prev_rewards.nbytes)
+        return super().nbytes + int(self.states.nbytes + self.prev_actions.nbytes + self.prev_rewards.nbytes
+                                       + self.demo_actions.nbytes)
 
     def add(self, obs, actions, rewards, terminated, truncated, final_obs, *, states, final_states,
-            prev_actions=None, prev_rewards=None) -> None:
+            prev_actions=None, prev_rewards=None, demo_actions=None) -> None:
         """:meth:`ReplayBuffer.add` plus ``states`` (each copy's state when it received ``obs``) and
         ``final_states`` (its state after it, stored with the final-frame entry of an ended episode);
-        with ``prev_inputs``, the previous action and reward ``obs`` was fed with."""
+        with ``prev_inputs``, the previous action and reward ``obs`` was fed with; with ``demos``,
+        π_p's greedy action for ``obs`` (a final frame carries no loss, so it needs none)."""
         before = self.written.copy()
         super().add(obs, actions, rewards, terminated, truncated, final_obs)
         cap = self.cap_per_env
@@ -133,6 +143,10 @@ class SequenceReplay(ReplayBuffer):
             if ended.size:  # the final frame was reached by this step's action and reward
                 self.prev_actions[ended, (before[ended] + 1) % cap] = np.asarray(actions)[ended]
                 self.prev_rewards[ended, (before[ended] + 1) % cap] = np.asarray(rewards)[ended]
+        if self.demos:
+            if demo_actions is None:
+                raise ValueError("this replay keeps π_p's action for each entry (the kickstart's teacher): pass it")
+            self.demo_actions[self._env_ids, before % cap] = demo_actions
 
     def _start_range(self) -> tuple[np.ndarray, np.ndarray]:
         """Per stream: (lowest start, number of starts) of the sequences it holds whole."""
@@ -183,7 +197,8 @@ class SequenceReplay(ReplayBuffer):
             boot=np.where(mask, boot, self.burn_in).astype(np.int64), mask=mask.astype(np.float32),
             streams=streams.astype(np.int64), starts=starts.astype(np.int64), burn_in=self.burn_in,
             **({"prev_actions": self.prev_actions[streams[:, None], pos % cap],
-                "prev_rewards": self.prev_rewards[streams[:, None], pos % cap]} if self.prev_inputs else {}))
+                "prev_rewards": self.prev_rewards[streams[:, None], pos % cap]} if self.prev_inputs else {}),
+            demo_actions=self.demo_actions[streams[:, None], learn % cap] if self.demos else None)
 
     def state_dict(self) -> dict:
         state = super().state_dict()
@@ -191,6 +206,8 @@ class SequenceReplay(ReplayBuffer):
         if self.prev_inputs:
             state |= {"prev_actions": self.prev_actions[:, :self._used_slots()],
                       "prev_rewards": self.prev_rewards[:, :self._used_slots()]}
+        if self.demos:
+            state["demo_actions"] = self.demo_actions[:, :self._used_slots()]
         return state
 
     def load_state_dict(self, d) -> None:
@@ -202,3 +219,6 @@ class SequenceReplay(ReplayBuffer):
             self.prev_actions[:, :used] = np.asarray(d["prev_actions"])[:, :used]
             self.prev_rewards[:, :used] = np.asarray(d["prev_rewards"])[:, :used]
             self.prev_actions[:, used:], self.prev_rewards[:, used:] = -1, 0.0
+        if self.demos:
+            self.demo_actions[:, :used] = np.asarray(d["demo_actions"])[:, :used]
+            self.demo_actions[:, used:] = 0
