@@ -56,7 +56,7 @@ compare_task() {  # root task arms...
 ARMS=(scratch ez-greedy scratch+pt-budget ft bt bt+ft bt+ft+ks)
 if [ "$WHICH" = ngu ]; then
   sweep experiments/bt_minigrid_ngu/sweep.yaml runs/bt_ngu SmallFourRoomsFar
-  compare_task runs/bt_ngu SmallFourRoomsFar scratch ez-greedy scratch+pt-budget ft bt bt+ft
+  compare_task runs/bt_ngu SmallFourRoomsFar scratch ez-greedy scratch+pt-budget ft bt bt+ft bt+ft+ks
   echo "bt_minigrid (ngu${MODE:+ $MODE}): $(( $(date +%s) - start )) s wall"
   exit 0
 fi
