@@ -286,9 +286,9 @@ def test_kickstart_pulls_the_greedy_policy_toward_pi_and_decays(tmp_path, pretra
     assert kicked.kickstart_weight() == pytest.approx(5.0 * (1 - 1200 / 10_000), rel=1e-3)
     kicked.counters.env_steps = 10_000
     assert kicked.kickstart_weight() == 0.0
-    demo, weight = kicked._kickstart(torch.from_numpy(kicked.replay.sample(4).obs))
+    demo, weight = kicked._kickstart(kicked.replay.sample(4).to(torch.from_numpy))
     assert float(weight) == 0.0 and demo.shape == (4,)
-    assert plain._kickstart(torch.zeros(1)) == ()
+    assert plain._kickstart(plain.replay.sample(4).to(torch.from_numpy)) == ()
     constant = make(tmp_path, "bt", pretrained_run, name="constant", **{"transfer.kickstart": 0.1,
                                                                        "transfer.kickstart_steps": 0})
     constant.counters.env_steps = 10**7
